@@ -1,0 +1,363 @@
+//! A partition's log on disk: segments of record batches written with aligned, coalesced direct
+//! writes, read back with aligned direct reads, and recovered at start-up.
+//!
+//! Only the partition's flusher task calls `append`, `sync`, `roll` and `close`; fetches call the
+//! read side at any time. No borrow of the log is held across an await.
+
+pub mod index;
+pub mod segment;
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::metadata::configs::LogConfig;
+use crate::protocol::batch::{self, BatchHeader};
+use index::SegmentIndex;
+use segment::Segment;
+
+/// Largest single write; bigger appends are split.
+const WRITE_BYTES_MAX: usize = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("short write to {path}: {written} of {expected} bytes")]
+    ShortWrite { path: PathBuf, written: usize, expected: usize },
+}
+
+impl LogError {
+    pub fn io(op: &'static str, path: &Path, e: impl Into<std::io::Error>) -> LogError {
+        LogError::Io { op, path: path.to_path_buf(), source: e.into() }
+    }
+}
+
+pub struct PartitionLog {
+    pub dir: PathBuf,
+    segments: RefCell<Vec<Rc<Segment>>>,
+    log_start_offset: Cell<i64>,
+    /// Bytes of the active segment's last, partly filled block: rewritten with the next write,
+    /// because direct I/O writes whole blocks.
+    tail: RefCell<Vec<u8>>,
+    config: RefCell<LogConfig>,
+}
+
+/// What recovery did to a partition, for the start-up log line.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    pub truncated: Option<(u64, String)>,
+    pub rebuilt_indexes: usize,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`, scanning the active segment and truncating
+    /// it at the first invalid batch, and rebuilding any sealed segment's damaged index.
+    pub async fn open(dir: PathBuf, config: LogConfig) -> Result<(PartitionLog, RecoveryReport), LogError> {
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::io("create", &dir, e))?;
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir)
+            .map_err(|e| LogError::io("list", &dir, e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| segment::parse_file_name(&e.file_name().to_string_lossy()))
+            .collect();
+        bases.sort_unstable();
+        if bases.is_empty() {
+            bases.push(0);
+        }
+        let mut report = RecoveryReport::default();
+        let mut segments = Vec::with_capacity(bases.len());
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment::file_name(base, "log"));
+            let file = Segment::open_file(&path).await?;
+            let size = file.file_size().await.map_err(|e| LogError::io("stat", &path, e))?;
+            let seg = Segment::new(base, file, path.clone(), size, base, SegmentIndex::new());
+            match bases.get(i + 1) {
+                Some(&next_base) => {
+                    seg.next_offset.set(next_base);
+                    match load_index(&dir, base, size) {
+                        Some(ix) => *seg.index.borrow_mut() = ix,
+                        None => {
+                            let found = seg.scan(config.index_interval_bytes).await?;
+                            *seg.index.borrow_mut() = found.index;
+                            report.rebuilt_indexes += 1;
+                        }
+                    }
+                }
+                None => {
+                    let found = seg.scan(config.index_interval_bytes).await?;
+                    if found.valid_bytes < size {
+                        seg.file
+                            .truncate(found.valid_bytes)
+                            .await
+                            .map_err(|e| LogError::io("truncate", &path, e))?;
+                        let why = found.damage.clone().unwrap_or_else(|| "zero padding".into());
+                        if found.damage.is_some() {
+                            report.truncated = Some((size - found.valid_bytes, why));
+                        }
+                    }
+                    seg.size_bytes.set(found.valid_bytes);
+                    seg.next_offset.set(found.next_offset.max(base));
+                    *seg.index.borrow_mut() = found.index;
+                }
+            }
+            segments.push(Rc::new(seg));
+        }
+        let log = PartitionLog {
+            dir,
+            log_start_offset: Cell::new(bases[0]),
+            segments: RefCell::new(segments),
+            tail: RefCell::new(Vec::new()),
+            config: RefCell::new(config),
+        };
+        log.load_tail().await?;
+        Ok((log, report))
+    }
+
+    /// Reads the active segment's partial last block into `tail`.
+    async fn load_tail(&self) -> Result<(), LogError> {
+        let active = self.active();
+        let size = active.size_bytes.get();
+        let aligned = active.file.align_down(size);
+        let tail = active.read(aligned, (size - aligned) as usize).await?;
+        *self.tail.borrow_mut() = tail.to_vec();
+        Ok(())
+    }
+
+    pub fn active(&self) -> Rc<Segment> {
+        match self.segments.borrow().last() {
+            Some(s) => s.clone(),
+            None => unreachable!("a partition log always has an active segment"),
+        }
+    }
+
+    /// One past the last offset on disk.
+    pub fn next_offset(&self) -> i64 {
+        self.active().next_offset.get()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.get()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    /// Writes whole, validated batches whose offsets continue the log, rolling segments at
+    /// `segment.bytes`. Returns when the bytes are on the device (not yet fdatasync'ed).
+    pub async fn append(&self, batches: &[Bytes]) -> Result<(), LogError> {
+        let mut i = 0;
+        while i < batches.len() {
+            let active = self.active();
+            let segment_bytes = self.config.borrow().segment_bytes;
+            let size = active.size_bytes.get();
+            if size > 0 && size + batches[i].len() as u64 > segment_bytes {
+                let base = BatchHeader::peek(&batches[i]).map(|h| h.base_offset()).unwrap_or(0);
+                self.roll(base).await?;
+                continue;
+            }
+            let mut j = i;
+            let mut group_bytes = 0u64;
+            while j < batches.len() {
+                let len = batches[j].len() as u64;
+                let fits_segment = size + group_bytes + len <= segment_bytes || j == i && size == 0;
+                if !fits_segment || (group_bytes + len > WRITE_BYTES_MAX as u64 && j > i) {
+                    break;
+                }
+                group_bytes += len;
+                j += 1;
+            }
+            self.write_group(&active, &batches[i..j]).await?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    async fn write_group(&self, active: &Segment, batches: &[Bytes]) -> Result<(), LogError> {
+        let size = active.size_bytes.get();
+        let aligned_pos = active.file.align_down(size);
+        let tail = std::mem::take(&mut *self.tail.borrow_mut());
+        debug_assert_eq!(tail.len() as u64, size - aligned_pos);
+        let data_bytes: usize = batches.iter().map(|b| b.len()).sum();
+        let total = tail.len() + data_bytes;
+        let padded = active.file.align_up(total as u64) as usize;
+        let mut buf = active.file.alloc_dma_buffer(padded);
+        let out = buf.as_bytes_mut();
+        out[..tail.len()].copy_from_slice(&tail);
+        let mut at = tail.len();
+        for b in batches {
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        }
+        out[total..].fill(0);
+        let new_tail_start = active.file.align_down(total as u64) as usize;
+        let new_tail = out[new_tail_start..total].to_vec();
+        let written = match active.file.write_at(buf, aligned_pos).await {
+            Ok(n) => n,
+            Err(e) => {
+                *self.tail.borrow_mut() = tail;
+                return Err(LogError::io("write", &active.path, e));
+            }
+        };
+        if written < total {
+            *self.tail.borrow_mut() = tail;
+            return Err(LogError::ShortWrite { path: active.path.clone(), written, expected: total });
+        }
+        let interval = self.config.borrow().index_interval_bytes;
+        let mut index = active.index.borrow_mut();
+        let mut pos = size;
+        for b in batches {
+            if let Ok(h) = BatchHeader::peek(b) {
+                let relative = (h.base_offset() - active.base_offset) as u32;
+                index.on_append(relative, pos as u32, b.len() as u64, h.max_timestamp.get(), interval);
+                active.next_offset.set(h.last_offset() + 1);
+            }
+            pos += b.len() as u64;
+        }
+        active.size_bytes.set(pos);
+        *self.tail.borrow_mut() = new_tail;
+        Ok(())
+    }
+
+    /// Makes every completed write durable.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let active = self.active();
+        active.file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &active.path, e))
+    }
+
+    /// Seals the active segment and starts a new one at `base_offset`.
+    async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
+        let active = self.active();
+        self.seal(&active).await?;
+        let next = Segment::create(&self.dir, base_offset.max(active.next_offset.get())).await?;
+        self.segments.borrow_mut().push(Rc::new(next));
+        self.tail.borrow_mut().clear();
+        sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Makes a segment final: data synced, file cut to its exact size (dropping the padding of
+    /// the last block), index files written and synced.
+    async fn seal(&self, seg: &Segment) -> Result<(), LogError> {
+        let size = seg.size_bytes.get();
+        seg.file.truncate(size).await.map_err(|e| LogError::io("truncate", &seg.path, e))?;
+        seg.file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &seg.path, e))?;
+        let (offsets, times) = {
+            let index = seg.index.borrow();
+            let next_relative = (seg.next_offset.get() - seg.base_offset) as u32;
+            (index.encode_offsets(), index.encode_times(next_relative))
+        };
+        write_synced(&self.dir.join(segment::file_name(seg.base_offset, "index")), &offsets)?;
+        write_synced(&self.dir.join(segment::file_name(seg.base_offset, "timeindex")), &times)?;
+        Ok(())
+    }
+
+    /// Clean shutdown: the active segment is sealed like a rolled one.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let active = self.active();
+        self.seal(&active).await
+    }
+
+    /// Finds the segment holding `offset` and reads batches from it (see
+    /// `Segment::read_batches`). `end_offset` bounds what may be returned.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<Option<Bytes>, LogError> {
+        let (seg, position) = {
+            let segments = self.segments.borrow();
+            let i = segments.partition_point(|s| s.base_offset <= offset);
+            if i == 0 {
+                return Ok(None);
+            }
+            let seg = segments[i - 1].clone();
+            let position = seg.index.borrow().floor_position((offset - seg.base_offset) as u32);
+            (seg, position)
+        };
+        seg.read_batches(u64::from(position), offset, max_bytes, end_offset).await
+    }
+
+    /// The first batch whose max timestamp is at least `timestamp`: its base offset and max
+    /// timestamp.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let segments: Vec<Rc<Segment>> = self.segments.borrow().clone();
+        for seg in segments {
+            let (position, size) = {
+                let index = seg.index.borrow();
+                if index.max_timestamp() < timestamp {
+                    continue;
+                }
+                (index.floor_position(index.scan_start(timestamp)), seg.size_bytes.get())
+            };
+            let mut pos = u64::from(position);
+            while pos < size {
+                let buf = seg.read(pos, 1 << 20).await?;
+                let mut batches = batch::Batches::new(&buf);
+                for (_, h, _) in batches.by_ref() {
+                    if h.max_timestamp.get() >= timestamp {
+                        return Ok(Some((h.base_offset(), h.max_timestamp.get())));
+                    }
+                }
+                let consumed = batches.position();
+                if consumed == 0 {
+                    // A batch larger than the read: read it whole next time.
+                    let needed = batch::frame_length(&buf).err().and_then(|e| match e {
+                        batch::BatchError::Truncated { needed, .. } => Some(needed),
+                        _ => None,
+                    });
+                    match needed {
+                        Some(n) if pos + n as u64 <= size => {
+                            let buf = seg.read(pos, n).await?;
+                            if let Ok(h) = BatchHeader::peek(&buf) {
+                                if h.max_timestamp.get() >= timestamp {
+                                    return Ok(Some((h.base_offset(), h.max_timestamp.get())));
+                                }
+                            }
+                            pos += n as u64;
+                            continue;
+                        }
+                        _ => break,
+                    }
+                }
+                pos += consumed as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset of the batch holding the largest timestamp, and that timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let segments = self.segments.borrow();
+        let best = segments.iter().max_by_key(|s| s.index.borrow().max_timestamp())?;
+        let ts = best.index.borrow().max_timestamp();
+        (ts >= 0).then_some((best.base_offset, ts))
+    }
+}
+
+fn load_index(dir: &Path, base: i64, segment_bytes: u64) -> Option<SegmentIndex> {
+    let offsets = std::fs::read(dir.join(segment::file_name(base, "index"))).ok()?;
+    let times = std::fs::read(dir.join(segment::file_name(base, "timeindex"))).ok()?;
+    SegmentIndex::decode(&offsets, &times, segment_bytes)
+}
+
+/// Write-new + fsync + rename + fsync the directory.
+pub fn write_synced(path: &Path, data: &[u8]) -> Result<(), LogError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| LogError::io("create", &tmp, e))?;
+    f.write_all(data).map_err(|e| LogError::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| LogError::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| LogError::io("rename", path, e))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("fsync directory", dir, e))
+}

@@ -1,0 +1,135 @@
+//! pinion: parse the command line, check the data directory, start one shard executor per
+//! shard CPU and the router executor, and stop cleanly on SIGINT/SIGTERM.
+
+mod alloc;
+mod api;
+mod config;
+mod log;
+mod metadata;
+mod protocol;
+mod router;
+mod shard;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use glommio::channels::shared_channel;
+use glommio::{LocalExecutorBuilder, Placement as CpuPlacement};
+
+use config::{Cli, Command, Placement, ServeConfig};
+use shard::ShardId;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LazyHugeAlloc = alloc::LazyHugeAlloc;
+
+/// Requests queued from the router to one shard before senders wait.
+const SHARD_QUEUE_DEPTH: usize = 1024;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            ServeConfig::from_args(&args, &config::online_cpus()).map_err(|e| e.to_string()).and_then(serve)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pinion: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: ServeConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    check_direct_io(&config.data_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .map_err(|e| e.to_string())?;
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let (router_cpu, shard_cpus): (Option<usize>, Vec<Option<usize>>) = match &config.placement {
+        Placement::Pinned { router, shards } => (Some(*router), shards.iter().map(|&c| Some(c)).collect()),
+        Placement::Unpinned { shards } => (None, vec![None; *shards]),
+    };
+    let builder = |name: String, cpu: Option<usize>| {
+        LocalExecutorBuilder::new(cpu.map_or(CpuPlacement::Unbound, CpuPlacement::Fixed))
+            .name(&name)
+            .io_memory(config.io_memory_bytes)
+            .spin_before_park(Duration::from_micros(config.spin_before_park_us))
+    };
+    let mut senders = Vec::with_capacity(shard_cpus.len());
+    let mut shards = Vec::with_capacity(shard_cpus.len());
+    for (i, cpu) in shard_cpus.iter().enumerate() {
+        let (tx, rx) = shared_channel::new_bounded(SHARD_QUEUE_DEPTH);
+        senders.push(tx);
+        let (dir, cache) = (config.data_dir.clone(), config.fetch_cache_bytes);
+        let handle = builder(format!("shard-{i}"), *cpu)
+            .spawn(move || async move { shard::serve(ShardId(i), dir, cache, rx.connect().await).await })
+            .map_err(|e| format!("cannot start shard {i}: {e}"))?;
+        shards.push(handle);
+    }
+    let describe = match &config.placement {
+        Placement::Pinned { router, shards } => format!("router on CPU {router}, shards on CPUs {shards:?}"),
+        Placement::Unpinned { shards } => format!("{shards} shards, not pinned"),
+    };
+    eprintln!("pinion: data in {}, {describe}", config.data_dir.display());
+    let router_config = config.clone();
+    let router = builder("router".into(), router_cpu)
+        .spawn(move || async move {
+            let mut connected = Vec::with_capacity(senders.len());
+            for s in senders {
+                connected.push(s.connect().await);
+            }
+            router::run(router_config, connected, stop).await
+        })
+        .map_err(|e| format!("cannot start the router: {e}"))?;
+    // On a router error the shards wait for requests that will never come: end the process.
+    router.join().map_err(|e| format!("router stopped: {e}"))??;
+    for (i, s) in shards.into_iter().enumerate() {
+        s.join().map_err(|e| format!("shard {i} stopped: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Refuses a data directory whose filesystem cannot do direct I/O: tmpfs and ramfs keep data in
+/// memory, and would lose every acknowledged record on a power cut.
+fn check_direct_io(dir: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: statfs fills a plain struct for a NUL-terminated path.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } == 0 {
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        let kind = fs.f_type as i64;
+        if kind == libc::TMPFS_MAGIC || kind == RAMFS_MAGIC {
+            return Err(format!(
+                "data dir {} is on tmpfs/ramfs, which has no O_DIRECT storage: put it on a disk filesystem (ext4, XFS)",
+                dir.display()
+            ));
+        }
+    }
+    let probe = dir.join(".pinion-direct-io-probe");
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.map(|_| ()).map_err(|e| {
+        format!(
+            "data dir {} does not support O_DIRECT ({e}): put it on a disk filesystem (ext4, XFS)",
+            dir.display()
+        )
+    })
+}

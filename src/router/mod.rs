@@ -1,0 +1,252 @@
+//! The router: accepts connections, frames requests, dispatches them to the API handlers, and
+//! owns the topic metadata. It knows nothing of files; partitions live on the shards.
+
+pub mod connection;
+pub mod scatter;
+pub mod write;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use glommio::channels::shared_channel::ConnectedSender;
+use glommio::net::TcpListener;
+
+use crate::config::ServeConfig;
+use crate::metadata::configs::LogConfig;
+use crate::metadata::{self, Metadata, Topic};
+use crate::shard::messages::{Reply, ShardRequest, TopicPartition};
+use crate::shard::ShardId;
+
+/// How long a graceful stop waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Router {
+    pub config: ServeConfig,
+    /// Host and port clients are told to connect to.
+    pub advertised: (String, i32),
+    shards: Vec<ConnectedSender<ShardRequest>>,
+    pub metadata: RefCell<Metadata>,
+    /// Requests accepted but not yet answered, across connections.
+    pub in_flight: Cell<usize>,
+    pub stopping: Cell<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not running")]
+pub struct ShardGone(pub usize);
+
+impl Router {
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Sends a request to a shard and waits for its reply.
+    pub async fn ask<T>(
+        &self,
+        shard: ShardId,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> Result<T, ShardGone> {
+        let rx = self.send(shard, make).await?;
+        rx.await.map_err(|_| ShardGone(shard.0))
+    }
+
+    /// Sends a request to a shard; the reply comes on the returned receiver.
+    pub async fn send<T>(
+        &self,
+        shard: ShardId,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> Result<oneshot::Receiver<T>, ShardGone> {
+        let (tx, rx) = oneshot::channel();
+        let sender = self.shards.get(shard.0).ok_or(ShardGone(shard.0))?;
+        sender.send(make(tx)).await.map_err(|_| ShardGone(shard.0))?;
+        Ok(rx)
+    }
+
+    /// The shard that owns a partition, if the topic and partition exist.
+    pub fn shard_of(&self, topic: &str, partition: i32) -> Option<ShardId> {
+        let meta = self.metadata.borrow();
+        let t = meta.topics.get(topic)?;
+        usize::try_from(partition).ok().and_then(|p| t.partition_shards.get(p)).map(|&s| ShardId(s))
+    }
+
+    pub fn log_config(&self, topic: &Topic) -> LogConfig {
+        LogConfig::resolve(&topic.configs, &self.config.broker)
+    }
+
+    /// Records a new topic (or new partitions of one) and opens the partitions on their shards.
+    /// The metadata is made durable first, so a crash never leaves data without a topic.
+    pub async fn add_partitions(&self, name: &str, topic: Topic, first_new: usize) -> Result<(), String> {
+        let config = self.log_config(&topic);
+        let shards = topic.partition_shards.clone();
+        {
+            let mut meta = self.metadata.borrow_mut();
+            meta.topics.insert(name.to_string(), topic);
+            meta.save().map_err(|e| e.to_string())?;
+        }
+        let topic_name: Arc<str> = Arc::from(name);
+        self.open_partitions(&topic_name, &shards, first_new, &config).await
+    }
+
+    async fn open_partitions(
+        &self,
+        topic: &Arc<str>,
+        shards: &[usize],
+        first: usize,
+        config: &LogConfig,
+    ) -> Result<(), String> {
+        for shard in 0..self.shards.len() {
+            let items: Vec<(TopicPartition, LogConfig)> = shards
+                .iter()
+                .enumerate()
+                .skip(first)
+                .filter(|(_, &s)| s == shard)
+                .map(|(p, _)| (TopicPartition::new(topic.clone(), p as i32), config.clone()))
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            let results = self
+                .ask(ShardId(shard), |reply| ShardRequest::OpenPartitions { items, reply })
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a topic with default placement.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: usize,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let placement = {
+            let meta = self.metadata.borrow();
+            metadata::place(&meta.shard_loads(self.shards.len()), partitions)
+        };
+        let topic = Topic {
+            id: uuid::Uuid::new_v4(),
+            partition_shards: placement.into_iter().map(|s| s.0).collect(),
+            configs,
+        };
+        self.add_partitions(name, topic, 0).await
+    }
+
+    /// Removes a topic from the metadata (durably), then its partitions and their data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), String> {
+        let topic = {
+            let mut meta = self.metadata.borrow_mut();
+            let topic = meta.topics.remove(name).ok_or_else(|| format!("unknown topic {name}"))?;
+            meta.save().map_err(|e| e.to_string())?;
+            topic
+        };
+        let topic_name: Arc<str> = Arc::from(name);
+        for shard in 0..self.shards.len() {
+            let items: Vec<TopicPartition> = topic
+                .partition_shards
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| s == shard)
+                .map(|(p, _)| TopicPartition::new(topic_name.clone(), p as i32))
+                .collect();
+            if !items.is_empty() {
+                self.ask(ShardId(shard), |reply| ShardRequest::DeletePartitions { items, reply })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the shards about a topic's new configs.
+    pub async fn push_config(&self, name: &str) -> Result<(), ShardGone> {
+        let config = match self.metadata.borrow().topics.get(name) {
+            Some(t) => self.log_config(t),
+            None => return Ok(()),
+        };
+        let topic: Arc<str> = Arc::from(name);
+        for (i, sender) in self.shards.iter().enumerate() {
+            let msg = ShardRequest::SetConfig { topic: topic.clone(), config: config.clone() };
+            sender.send(msg).await.map_err(|_| ShardGone(i))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the router until `stop` is set: opens every recorded partition on its shard, then
+/// accepts connections. On stop: no new connections, in-flight requests finish, shards seal
+/// their logs.
+pub async fn run(
+    config: ServeConfig,
+    shards: Vec<ConnectedSender<ShardRequest>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), String> {
+    let metadata = Metadata::load(&config.data_dir, shards.len()).map_err(|e| e.to_string())?;
+    let listener =
+        TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let advertised =
+        config.advertised.clone().unwrap_or_else(|| (bound.ip().to_string(), i32::from(bound.port())));
+    let router = Rc::new(Router {
+        config,
+        advertised,
+        shards,
+        metadata: RefCell::new(metadata),
+        in_flight: Cell::new(0),
+        stopping: Cell::new(false),
+    });
+    let started = Instant::now();
+    let topics: Vec<(String, Topic)> =
+        router.metadata.borrow().topics.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
+    for (name, topic) in &topics {
+        let config = router.log_config(topic);
+        router.open_partitions(&Arc::from(name.as_str()), &topic.partition_shards, 0, &config).await?;
+    }
+    if !topics.is_empty() {
+        eprintln!("pinion: opened {} topics in {} ms", topics.len(), started.elapsed().as_millis());
+    }
+    println!("pinion: listening on {bound}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let acceptor = glommio::spawn_local(accept_loop(router.clone(), listener));
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("pinion: stopping");
+    router.stopping.set(true);
+    drop(acceptor); // cancels the accept loop: no new connections
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while router.in_flight.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    for shard in 0..router.shard_count() {
+        if let Err(e) = router.ask(ShardId(shard), |reply| ShardRequest::Shutdown { reply }).await {
+            eprintln!("pinion: {e}");
+        }
+    }
+    eprintln!("pinion: stopped");
+    Ok(())
+}
+
+async fn accept_loop(router: Rc<Router>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(connection::serve(router.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // Out of descriptors and the like: say so, back off, keep serving the others.
+                eprintln!("pinion: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What the router asks of a shard, and what it answers. Everything here crosses cores, so it is
+//! `Send`: `Bytes`, `Arc<str>`, plain structs, and a oneshot for the reply.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::metadata::configs::LogConfig;
+use crate::protocol::errors::PartitionError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        TopicPartition { topic: topic.into(), partition }
+    }
+
+    /// `<topic>-<partition>`, the partition's directory name.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0: no response at all.
+    None,
+    /// acks=1: answered once the write has completed.
+    Leader,
+    /// acks=all (-1): answered once an fdatasync covers the batch.
+    All,
+}
+
+impl Acks {
+    pub fn from_wire(acks: i16) -> Option<Acks> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+pub struct ProduceItem {
+    pub tp: TopicPartition,
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time_ms: i64,
+}
+
+pub struct FetchItem {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Stored batches, byte for byte; the first holds the fetch offset.
+    pub batches: Vec<Bytes>,
+}
+
+impl Fetched {
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.len()).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+pub type Reply<T> = oneshot::Sender<T>;
+
+pub enum ShardRequest {
+    Produce {
+        acks: Acks,
+        items: Vec<ProduceItem>,
+        reply: Reply<Vec<Result<Appended, PartitionError>>>,
+    },
+    Fetch {
+        items: Vec<FetchItem>,
+        reply: Reply<Vec<Result<Fetched, PartitionError>>>,
+    },
+    /// Answered as soon as any partition's high watermark passes its offset, or at `deadline`.
+    WaitForData {
+        items: Vec<(TopicPartition, i64)>,
+        deadline: Instant,
+        reply: Reply<()>,
+    },
+    /// Timestamps as in ListOffsets: -2 earliest, -1 latest, -3 max timestamp, else a time.
+    ListOffsets {
+        items: Vec<(TopicPartition, i64)>,
+        reply: Reply<Vec<Result<OffsetAndTimestamp, PartitionError>>>,
+    },
+    /// Opens (creating or recovering) partition logs.
+    OpenPartitions {
+        items: Vec<(TopicPartition, LogConfig)>,
+        reply: Reply<Vec<Result<(), String>>>,
+    },
+    /// Stops partitions and removes their data.
+    DeletePartitions {
+        items: Vec<TopicPartition>,
+        reply: Reply<()>,
+    },
+    SetConfig {
+        topic: Arc<str>,
+        config: LogConfig,
+    },
+    /// Flush, sync and seal every partition, then stop.
+    Shutdown {
+        reply: Reply<()>,
+    },
+}

@@ -1,0 +1,240 @@
+//! A shard: one pinned executor that owns a disjoint set of partitions and serves the router's
+//! requests for them. It never blocks on I/O and shares nothing with other cores.
+
+pub mod messages;
+pub mod partition;
+pub mod producers;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures::channel::oneshot;
+use futures::future::select;
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use crate::log::PartitionLog;
+use crate::metadata::configs::LogConfig;
+use crate::protocol::errors::PartitionError;
+use messages::*;
+use partition::{CacheBudget, Partition};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub usize);
+
+pub struct Shard {
+    data_dir: PathBuf,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    budget: Rc<CacheBudget>,
+    /// Incoming batches are copied here (patched with their offsets) before caching and writing.
+    arena: RefCell<BytesMut>,
+}
+
+impl Shard {
+    pub fn new(data_dir: PathBuf, cache_bytes: usize) -> Rc<Shard> {
+        Rc::new(Shard {
+            data_dir,
+            partitions: RefCell::new(HashMap::new()),
+            budget: Rc::new(CacheBudget { max_bytes: cache_bytes, used_bytes: Default::default() }),
+            arena: RefCell::new(BytesMut::new()),
+        })
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Result<Rc<Partition>, PartitionError> {
+        self.partitions.borrow().get(tp).cloned().ok_or(PartitionError::UnknownTopicOrPartition)
+    }
+
+    /// Serves requests until `Shutdown`. Produce appends happen here, in arrival order, so that
+    /// requests from one connection keep their order; everything that waits runs in its own task.
+    pub async fn run(self: Rc<Self>, requests: ConnectedReceiver<ShardRequest>) {
+        while let Some(request) = requests.recv().await {
+            match request {
+                ShardRequest::Produce { acks, items, reply } => self.produce(acks, items, reply),
+                ShardRequest::Shutdown { reply } => {
+                    self.shutdown().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                other => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move { shard.handle(other).await }).detach();
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn handle(&self, request: ShardRequest) {
+        match request {
+            ShardRequest::Fetch { items, reply } => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(match self.partition(&item.tp) {
+                        Ok(p) => p.fetch(item.offset, item.max_bytes).await,
+                        Err(e) => Err(e),
+                    });
+                }
+                let _ = reply.send(out);
+            }
+            ShardRequest::WaitForData { items, deadline, reply } => {
+                self.wait_for_data(items, deadline, reply).await
+            }
+            ShardRequest::ListOffsets { items, reply } => {
+                let mut out = Vec::with_capacity(items.len());
+                for (tp, timestamp) in items {
+                    out.push(match self.partition(&tp) {
+                        Ok(p) => list_offset(&p, timestamp).await,
+                        Err(e) => Err(e),
+                    });
+                }
+                let _ = reply.send(out);
+            }
+            ShardRequest::OpenPartitions { items, reply } => {
+                let mut out = Vec::with_capacity(items.len());
+                for (tp, config) in items {
+                    out.push(self.open_partition(tp, config).await);
+                }
+                let _ = reply.send(out);
+            }
+            ShardRequest::DeletePartitions { items, reply } => {
+                for tp in items {
+                    self.delete_partition(&tp).await;
+                }
+                let _ = reply.send(());
+            }
+            ShardRequest::SetConfig { topic, config } => {
+                for (tp, p) in self.partitions.borrow().iter() {
+                    if tp.topic == topic {
+                        p.set_config(config.clone());
+                    }
+                }
+            }
+            ShardRequest::Produce { .. } | ShardRequest::Shutdown { .. } => {
+                unreachable!("handled in run")
+            }
+        }
+    }
+
+    fn produce(
+        &self,
+        acks: Acks,
+        items: Vec<ProduceItem>,
+        reply: Reply<Vec<Result<Appended, PartitionError>>>,
+    ) {
+        let mut results = Vec::with_capacity(items.len());
+        let mut waits = Vec::with_capacity(items.len());
+        for item in items {
+            let appended = self.partition(&item.tp).and_then(|p| p.append(&item.records, acks, &self.arena));
+            match appended {
+                Ok((a, rx)) => {
+                    results.push(Ok(a));
+                    waits.push(Some(rx));
+                }
+                Err(e) => {
+                    results.push(Err(e));
+                    waits.push(None);
+                }
+            }
+        }
+        glommio::spawn_local(async move {
+            for (result, wait) in results.iter_mut().zip(waits) {
+                if let Some(rx) = wait {
+                    match rx.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => *result = Err(e),
+                        Err(_) => *result = Err(PartitionError::Storage("partition stopped".into())),
+                    }
+                }
+            }
+            let _ = reply.send(results);
+        })
+        .detach();
+    }
+
+    async fn wait_for_data(&self, items: Vec<(TopicPartition, i64)>, deadline: Instant, reply: Reply<()>) {
+        let (tx, rx) = oneshot::channel();
+        let waiter = Rc::new(RefCell::new(Some(tx)));
+        let mut waiting = true;
+        for (tp, offset) in &items {
+            match self.partition(tp) {
+                Ok(p) if p.wait_for_data(*offset, &waiter) => {}
+                // Data already there, or an error the fetch will report: answer now.
+                _ => waiting = false,
+            }
+        }
+        if waiting {
+            let timeout = glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()));
+            let _ = select(rx, Box::pin(timeout)).await;
+        }
+        waiter.borrow_mut().take();
+        let _ = reply.send(());
+    }
+
+    async fn open_partition(&self, tp: TopicPartition, config: LogConfig) -> Result<(), String> {
+        if self.partitions.borrow().contains_key(&tp) {
+            return Ok(());
+        }
+        let dir = self.data_dir.join(tp.dir_name());
+        let (log, report) = PartitionLog::open(dir, config.clone()).await.map_err(|e| e.to_string())?;
+        if let Some((bytes, why)) = &report.truncated {
+            eprintln!("pinion: {tp}: recovery truncated {bytes} bytes ({why})");
+        }
+        if report.rebuilt_indexes > 0 {
+            eprintln!("pinion: {tp}: rebuilt {} segment indexes", report.rebuilt_indexes);
+        }
+        let partition = Partition::start(tp.clone(), log, config, self.budget.clone());
+        self.partitions.borrow_mut().insert(tp, partition);
+        Ok(())
+    }
+
+    async fn delete_partition(&self, tp: &TopicPartition) {
+        let removed = self.partitions.borrow_mut().remove(tp);
+        let dir = self.data_dir.join(tp.dir_name());
+        if let Some(p) = removed {
+            p.abandon();
+        }
+        let result = glommio::executor()
+            .spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
+                _ => Ok(()),
+            })
+            .await;
+        if let Err((dir, e)) = result {
+            eprintln!("pinion: removing {}: {e}", dir.display());
+        }
+    }
+
+    async fn shutdown(&self) {
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in partitions {
+            if let Err(e) = p.close().await {
+                eprintln!("pinion: closing {}: {e}", p.tp);
+            }
+        }
+    }
+}
+
+async fn list_offset(p: &Partition, timestamp: i64) -> Result<OffsetAndTimestamp, PartitionError> {
+    let found = match timestamp {
+        -2 => Some((p.log.log_start_offset(), -1)),
+        -1 => Some((p.high_watermark(), -1)),
+        -3 => p.log.max_timestamp(),
+        t => p.log.offset_for_timestamp(t).await.map_err(|e| PartitionError::Storage(e.to_string()))?,
+    };
+    let (offset, timestamp) = found.unwrap_or((-1, -1));
+    Ok(OffsetAndTimestamp { offset, timestamp })
+}
+
+/// Spawns nothing itself: `main` builds the executor and calls this inside it.
+pub async fn serve(
+    _id: ShardId,
+    data_dir: PathBuf,
+    cache_bytes: usize,
+    requests: ConnectedReceiver<ShardRequest>,
+) {
+    let shard = Shard::new(data_dir, cache_bytes);
+    shard.run(requests).await;
+}

@@ -1,0 +1,445 @@
+//! One partition on its shard: the offsets (`durable <= high watermark <= next`), the batches
+//! waiting to be written, the cache of recent batches, and the flusher task that writes and syncs.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+
+use super::messages::{Acks, Appended, Fetched, TopicPartition};
+use super::producers::{BatchSeq, Check, Producers};
+use crate::log::PartitionLog;
+use crate::metadata::configs::LogConfig;
+use crate::protocol::batch::{self, BatchHeader};
+use crate::protocol::errors::PartitionError;
+
+/// Bytes the shard reserves at a time for copies of incoming batches.
+const ARENA_CHUNK_BYTES: usize = 1 << 20;
+
+type AckSender = oneshot::Sender<Result<(), PartitionError>>;
+
+struct AckWaiter {
+    /// Answered when the high watermark (or the durable offset) reaches this.
+    end_offset: i64,
+    needs_sync: bool,
+    tx: AckSender,
+}
+
+/// Shared by every partition of a shard: the cache budget and its eviction order.
+pub struct CacheBudget {
+    pub max_bytes: usize,
+    pub used_bytes: std::cell::Cell<usize>,
+}
+
+struct State {
+    /// One past the last offset assigned (written or not).
+    next_offset: i64,
+    /// One past the last offset whose write completed: what consumers may read.
+    high_watermark: i64,
+    /// One past the last offset covered by an fdatasync.
+    durable_offset: i64,
+    pending: Vec<Bytes>,
+    /// Recent batches in offset order, ending at `next_offset`.
+    cache: VecDeque<Bytes>,
+    ack_waiters: Vec<AckWaiter>,
+    data_waiters: Vec<Rc<RefCell<Option<oneshot::Sender<()>>>>>,
+    config: LogConfig,
+    unsynced_messages: i64,
+    last_sync: Instant,
+    failed: Option<String>,
+    closing: bool,
+    producers: Producers,
+}
+
+pub struct Partition {
+    pub tp: TopicPartition,
+    pub log: PartitionLog,
+    state: RefCell<State>,
+    wake: LocalSender<()>,
+    budget: Rc<CacheBudget>,
+}
+
+impl Partition {
+    /// Wraps an opened log and starts its flusher.
+    pub fn start(
+        tp: TopicPartition,
+        log: PartitionLog,
+        config: LogConfig,
+        budget: Rc<CacheBudget>,
+    ) -> Rc<Partition> {
+        let end = log.next_offset();
+        let (wake, wakeup) = local_channel::new_bounded(1);
+        let partition = Rc::new(Partition {
+            tp,
+            log,
+            state: RefCell::new(State {
+                next_offset: end,
+                high_watermark: end,
+                durable_offset: end,
+                pending: Vec::new(),
+                cache: VecDeque::new(),
+                ack_waiters: Vec::new(),
+                data_waiters: Vec::new(),
+                config,
+                unsynced_messages: 0,
+                last_sync: Instant::now(),
+                failed: None,
+                closing: false,
+                producers: Producers::default(),
+            }),
+            wake,
+            budget,
+        });
+        glommio::spawn_local(flusher(partition.clone(), wakeup)).detach();
+        partition
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.set_config(config.clone());
+        self.state.borrow_mut().config = config;
+    }
+
+    /// Validates the batches in `records`, gives them offsets, and queues them for the flusher.
+    /// Nothing is appended unless every batch is valid. The receiver resolves when `acks` is
+    /// satisfied.
+    pub fn append(
+        &self,
+        records: &Bytes,
+        acks: Acks,
+        arena: &RefCell<BytesMut>,
+    ) -> Result<(Appended, oneshot::Receiver<Result<(), PartitionError>>), PartitionError> {
+        let mut st = self.state.borrow_mut();
+        if let Some(why) = &st.failed {
+            return Err(PartitionError::Storage(why.clone()));
+        }
+        if st.closing {
+            return Err(PartitionError::Deleting);
+        }
+        let max = st.config.max_message_bytes;
+        let mut spans = Vec::new();
+        let mut pos = 0;
+        while pos < records.len() {
+            let total = batch::frame_length(&records[pos..]).map_err(|e| match e {
+                batch::BatchError::Truncated { .. }
+                    if records.len() - pos > batch::MAGIC_OFFSET
+                        && records[pos + batch::MAGIC_OFFSET] as i8 != batch::CURRENT_MAGIC =>
+                {
+                    PartitionError::Batch(batch::BatchError::UnsupportedMagic {
+                        magic: records[pos + batch::MAGIC_OFFSET] as i8,
+                    })
+                }
+                e => PartitionError::Batch(e),
+            })?;
+            if total > max {
+                return Err(PartitionError::MessageTooLarge { size: total, max });
+            }
+            let header = batch::validate(&records[pos..pos + total]).map_err(PartitionError::Batch)?;
+            let producer = (header.producer_id.get() >= 0).then(|| BatchSeq {
+                producer_id: header.producer_id.get(),
+                epoch: header.producer_epoch.get(),
+                first_seq: header.base_sequence.get(),
+                count: header.records_count.get(),
+            });
+            spans.push((pos, total, header.offset_count(), producer));
+            pos += total;
+        }
+        // An idempotent producer's retry of a batch already written: answer with the original
+        // offset once that write meets `acks`, and write nothing.
+        for (_, _, count, producer) in &spans {
+            let Some(seq) = producer else { continue };
+            match st.producers.check(seq) {
+                Check::Append => {}
+                Check::Duplicate { base_offset } => {
+                    let (tx, rx) = oneshot::channel();
+                    let end_offset = base_offset + count;
+                    st.ack_waiters.push(AckWaiter { end_offset, needs_sync: acks == Acks::All, tx });
+                    let appended = Appended {
+                        base_offset,
+                        log_start_offset: self.log.log_start_offset(),
+                        log_append_time_ms: -1,
+                    };
+                    drop(st);
+                    let _ = self.wake.try_send(());
+                    return Ok((appended, rx));
+                }
+                Check::OutOfOrder { expected, got } => {
+                    return Err(PartitionError::OutOfOrderSequence { expected, got })
+                }
+                Check::StaleEpoch { current, got } => {
+                    return Err(PartitionError::StaleProducerEpoch { current, got })
+                }
+            }
+        }
+        if spans.is_empty() {
+            return Err(PartitionError::Batch(batch::BatchError::Truncated {
+                available: 0,
+                needed: batch::HEADER_BYTES,
+            }));
+        }
+        let base_offset = st.next_offset;
+        let mut arena = arena.borrow_mut();
+        let mut added = 0;
+        for (pos, total, count, producer) in spans {
+            if let Some(seq) = producer {
+                let offset = st.next_offset;
+                st.producers.record(&seq, offset);
+            }
+            if arena.capacity() < total {
+                arena.reserve(total.max(ARENA_CHUNK_BYTES));
+            }
+            arena.extend_from_slice(&records[pos..pos + total]);
+            let mut copy = arena.split_to(total);
+            batch::set_base_offset(&mut copy, st.next_offset);
+            let copy = copy.freeze();
+            st.next_offset += count;
+            st.unsynced_messages += count;
+            added += copy.len();
+            st.pending.push(copy.clone());
+            st.cache.push_back(copy);
+        }
+        self.budget.used_bytes.set(self.budget.used_bytes.get() + added);
+        let (tx, rx) = oneshot::channel();
+        let end_offset = st.next_offset;
+        match acks {
+            Acks::None | Acks::Leader => st.ack_waiters.push(AckWaiter { end_offset, needs_sync: false, tx }),
+            Acks::All => st.ack_waiters.push(AckWaiter { end_offset, needs_sync: true, tx }),
+        }
+        let appended =
+            Appended { base_offset, log_start_offset: self.log.log_start_offset(), log_append_time_ms: -1 };
+        drop(st);
+        let _ = self.wake.try_send(());
+        Ok((appended, rx))
+    }
+
+    /// Batches from `offset` on, up to `max_bytes` (the first one always whole), from the cache
+    /// when it still holds `offset`, else from disk.
+    pub async fn fetch(&self, offset: i64, max_bytes: usize) -> Result<Fetched, PartitionError> {
+        let (hwm, from_cache) = {
+            let st = self.state.borrow();
+            let log_start = self.log.log_start_offset();
+            if offset < log_start || offset > st.high_watermark {
+                return Err(PartitionError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    log_end: st.high_watermark,
+                });
+            }
+            (st.high_watermark, cached_from(&st.cache, offset, max_bytes, st.high_watermark))
+        };
+        let mut fetched = Fetched {
+            high_watermark: hwm,
+            log_start_offset: self.log.log_start_offset(),
+            batches: Vec::new(),
+        };
+        if offset == hwm {
+            return Ok(fetched);
+        }
+        match from_cache {
+            Some(batches) => fetched.batches = batches,
+            None => {
+                let read = self.log.read(offset, max_bytes, hwm).await;
+                let bytes = read.map_err(|e| PartitionError::Storage(e.to_string()))?;
+                fetched.batches.extend(bytes);
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// Registers `waiter` to fire when the high watermark passes `offset`; false if it already has.
+    pub fn wait_for_data(&self, offset: i64, waiter: &Rc<RefCell<Option<oneshot::Sender<()>>>>) -> bool {
+        let mut st = self.state.borrow_mut();
+        if st.high_watermark > offset || st.failed.is_some() {
+            return false;
+        }
+        st.data_waiters.retain(|w| w.borrow().is_some());
+        st.data_waiters.push(waiter.clone());
+        true
+    }
+
+    /// Drops cached batches from the front while the shard is over budget and they are written.
+    pub fn evict(&self) -> usize {
+        let mut st = self.state.borrow_mut();
+        let hwm = st.high_watermark;
+        let mut freed = 0;
+        while self.budget.used_bytes.get() > self.budget.max_bytes {
+            let written = st
+                .cache
+                .front()
+                .and_then(|b| BatchHeader::peek(b).ok())
+                .is_some_and(|h| h.last_offset() < hwm);
+            if !written {
+                break;
+            }
+            if let Some(b) = st.cache.pop_front() {
+                self.budget.used_bytes.set(self.budget.used_bytes.get() - b.len());
+                freed += b.len();
+            }
+        }
+        freed
+    }
+
+    pub fn cached_bytes(&self) -> usize {
+        self.state.borrow().cache.iter().map(|b| b.len()).sum()
+    }
+
+    /// Waits until everything appended is written and synced, then seals the log. Further
+    /// appends are refused.
+    pub async fn close(&self) -> Result<(), PartitionError> {
+        let done = {
+            let mut st = self.state.borrow_mut();
+            st.closing = true;
+            let (tx, rx) = oneshot::channel();
+            let end_offset = st.next_offset;
+            st.ack_waiters.push(AckWaiter { end_offset, needs_sync: true, tx });
+            rx
+        };
+        let _ = self.wake.try_send(());
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(PartitionError::Storage("flusher stopped".into())),
+        }
+        self.log.close().await.map_err(|e| PartitionError::Storage(e.to_string()))?;
+        let cached: usize = self.cached_bytes();
+        self.budget.used_bytes.set(self.budget.used_bytes.get().saturating_sub(cached));
+        self.state.borrow_mut().cache.clear();
+        let _ = self.wake.try_send(());
+        Ok(())
+    }
+
+    /// Stops the flusher without sealing (the data is about to be deleted).
+    pub fn abandon(&self) {
+        let mut st = self.state.borrow_mut();
+        st.closing = true;
+        for w in st.ack_waiters.drain(..) {
+            let _ = w.tx.send(Err(PartitionError::Deleting));
+        }
+        let cached: usize = st.cache.iter().map(|b| b.len()).sum();
+        self.budget.used_bytes.set(self.budget.used_bytes.get().saturating_sub(cached));
+        st.cache.clear();
+        st.pending.clear();
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// The cached batches from the one holding `offset`, or `None` when the cache starts after it.
+fn cached_from(cache: &VecDeque<Bytes>, offset: i64, max_bytes: usize, hwm: i64) -> Option<Vec<Bytes>> {
+    let first = BatchHeader::peek(cache.front()?).ok()?;
+    if first.base_offset() > offset {
+        return None;
+    }
+    let last_offset = |b: &Bytes| BatchHeader::peek(b).map(|h| h.last_offset()).unwrap_or(i64::MAX);
+    let start = cache.partition_point(|b| last_offset(b) < offset);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for b in cache.iter().skip(start) {
+        let base = BatchHeader::peek(b).map(|h| h.base_offset()).unwrap_or(i64::MAX);
+        if base >= hwm || (!out.is_empty() && bytes + b.len() > max_bytes) {
+            break;
+        }
+        bytes += b.len();
+        out.push(b.clone());
+    }
+    Some(out)
+}
+
+/// Writes whatever is pending, answers acks=1 waiters, syncs when an acks=all waiter (or the
+/// flush policy) needs it, answers those. Appends made while a write or sync is in flight go
+/// into the next round: that is the group commit.
+async fn flusher(p: Rc<Partition>, wakeup: LocalReceiver<()>) {
+    loop {
+        let work = {
+            let mut st = p.state.borrow_mut();
+            answer(&mut st);
+            let need_sync = st.ack_waiters.iter().any(|w| w.needs_sync && w.end_offset > st.durable_offset);
+            if !st.pending.is_empty() || need_sync {
+                Some((std::mem::take(&mut st.pending), st.next_offset))
+            } else if st.closing && st.ack_waiters.is_empty() {
+                return;
+            } else {
+                None
+            }
+        };
+        let Some((batches, end)) = work else {
+            if wakeup.recv().await.is_none() {
+                return;
+            }
+            continue;
+        };
+        if !batches.is_empty() {
+            if let Err(e) = p.log.append(&batches).await {
+                fail(&p, e.to_string());
+                return;
+            }
+            let mut st = p.state.borrow_mut();
+            st.high_watermark = end;
+            answer(&mut st);
+            for w in st.data_waiters.drain(..) {
+                if let Some(tx) = w.borrow_mut().take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        p.evict();
+        let sync_due = {
+            let st = p.state.borrow();
+            st.ack_waiters.iter().any(|w| w.needs_sync && w.end_offset <= st.high_watermark)
+                || st.unsynced_messages >= st.config.flush_messages
+                || (st.config.flush_ms < i64::MAX
+                    && st.last_sync.elapsed().as_millis() as i64 >= st.config.flush_ms
+                    && st.durable_offset < st.high_watermark)
+        };
+        if sync_due {
+            let synced_to = p.state.borrow().high_watermark;
+            if let Err(e) = p.log.sync().await {
+                fail(&p, e.to_string());
+                return;
+            }
+            let mut st = p.state.borrow_mut();
+            st.durable_offset = synced_to;
+            st.unsynced_messages = 0;
+            st.last_sync = Instant::now();
+            answer(&mut st);
+        }
+    }
+}
+
+/// Answers the waiters whose condition now holds.
+fn answer(st: &mut State) {
+    let (hwm, durable) = (st.high_watermark, st.durable_offset);
+    debug_assert!(durable <= hwm && hwm <= st.next_offset);
+    let mut i = 0;
+    while i < st.ack_waiters.len() {
+        let w = &st.ack_waiters[i];
+        let done = if w.needs_sync { w.end_offset <= durable } else { w.end_offset <= hwm };
+        if done {
+            let w = st.ack_waiters.swap_remove(i);
+            let _ = w.tx.send(Ok(()));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// A disk error takes the partition offline: every waiter gets KAFKA_STORAGE_ERROR.
+fn fail(p: &Partition, why: String) {
+    eprintln!("pinion: partition {} offline after storage error: {why}", p.tp);
+    let mut st = p.state.borrow_mut();
+    for w in st.ack_waiters.drain(..) {
+        let _ = w.tx.send(Err(PartitionError::Storage(why.clone())));
+    }
+    for w in st.data_waiters.drain(..) {
+        if let Some(tx) = w.borrow_mut().take() {
+            let _ = tx.send(());
+        }
+    }
+    st.failed = Some(why);
+}
