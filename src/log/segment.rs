@@ -171,6 +171,8 @@ impl Segment {
                         chunk = needed;
                         break;
                     }
+                    // The zeroed end of the last block written before a crash: not damage.
+                    Err(_) if rest.iter().all(|&b| b == 0) => return Ok(found),
                     Err(e) => {
                         found.damage = Some(format!("at byte {at}: {e}"));
                         return Ok(found);
