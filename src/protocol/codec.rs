@@ -61,10 +61,18 @@ pub fn decode_header(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
 }
 
 pub fn decode_body(api_key: ApiKey, version: i16, mut body: Bytes) -> Result<RequestKind, FrameError> {
-    RequestKind::decode(api_key, &mut body, version).map_err(|e| FrameError::Malformed {
-        what: format!("{api_key:?} v{version} request"),
-        reason: e.to_string(),
-    })
+    let malformed =
+        |reason: String| FrameError::Malformed { what: format!("{api_key:?} v{version} request"), reason };
+    // The decoder is not ours: should hostile input ever make it panic, that is one bad frame,
+    // not a reason to stop serving every other client.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        RequestKind::decode(api_key, &mut body, version)
+    }));
+    match decoded {
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(e)) => Err(malformed(e.to_string())),
+        Err(_) => Err(malformed("the decoder panicked".into())),
+    }
 }
 
 /// Encodes a whole response frame: size prefix, header, body.

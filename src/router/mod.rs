@@ -88,7 +88,7 @@ impl Router {
             meta.save().map_err(|e| e.to_string())?;
         }
         let topic_name: Arc<str> = Arc::from(name);
-        self.open_partitions(&topic_name, &shards, first_new, &config).await
+        self.open_partitions(&topic_name, &shards, first_new, &config, true).await
     }
 
     async fn open_partitions(
@@ -97,6 +97,7 @@ impl Router {
         shards: &[usize],
         first: usize,
         config: &LogConfig,
+        fresh: bool,
     ) -> Result<(), String> {
         for shard in 0..self.shards.len() {
             let items: Vec<(TopicPartition, LogConfig)> = shards
@@ -110,7 +111,7 @@ impl Router {
                 continue;
             }
             let results = self
-                .ask(ShardId(shard), |reply| ShardRequest::OpenPartitions { items, reply })
+                .ask(ShardId(shard), |reply| ShardRequest::OpenPartitions { fresh, items, reply })
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
@@ -207,7 +208,7 @@ pub async fn run(
         router.metadata.borrow().topics.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
     for (name, topic) in &topics {
         let config = router.log_config(topic);
-        router.open_partitions(&Arc::from(name.as_str()), &topic.partition_shards, 0, &config).await?;
+        router.open_partitions(&Arc::from(name.as_str()), &topic.partition_shards, 0, &config, false).await?;
     }
     if !topics.is_empty() {
         eprintln!("pinion: opened {} topics in {} ms", topics.len(), started.elapsed().as_millis());

@@ -116,8 +116,10 @@ pub enum ShardRequest {
         items: Vec<(TopicPartition, i64)>,
         reply: Reply<Vec<Result<OffsetAndTimestamp, PartitionError>>>,
     },
-    /// Opens (creating or recovering) partition logs.
+    /// Opens (creating or recovering) partition logs. With `fresh`, the partitions are new and
+    /// whatever a crash left in their directories (a deleted topic of the same name) goes first.
     OpenPartitions {
+        fresh: bool,
         items: Vec<(TopicPartition, LogConfig)>,
         reply: Reply<Vec<Result<(), String>>>,
     },

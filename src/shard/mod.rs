@@ -92,9 +92,12 @@ impl Shard {
                 }
                 let _ = reply.send(out);
             }
-            ShardRequest::OpenPartitions { items, reply } => {
+            ShardRequest::OpenPartitions { fresh, items, reply } => {
                 let mut out = Vec::with_capacity(items.len());
                 for (tp, config) in items {
+                    if fresh {
+                        self.delete_partition(&tp).await;
+                    }
                     out.push(self.open_partition(tp, config).await);
                 }
                 let _ = reply.send(out);
