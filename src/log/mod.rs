@@ -361,3 +361,6 @@ pub fn write_synced(path: &Path, data: &[u8]) -> Result<(), LogError> {
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("fsync directory", dir, e))
 }
+
+#[cfg(test)]
+mod tests;

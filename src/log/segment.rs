@@ -48,8 +48,44 @@ pub struct ScanResult {
     pub damage: Option<String>,
 }
 
+thread_local! {
+    /// Devices on which this thread's reactor has tested polled I/O with a file holding data.
+    static PROBED_DEVICES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static PROBE_LOCK: Rc<glommio::sync::Semaphore> = Rc::new(glommio::sync::Semaphore::new(1));
+}
+
+/// glommio decides once per thread and device whether file I/O goes to its polled ring, by
+/// reading the first block of the first file opened there. An empty file reads without error,
+/// so if that file were a new segment, polling would be turned on even on a device that cannot
+/// poll, and every later read on this thread would fail with EOPNOTSUPP. The first open on each
+/// device is therefore of a scratch file that holds one block.
+async fn probe_polled_io(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(device) = std::fs::metadata(dir).map(|m| m.dev()) else { return };
+    let probed = || PROBED_DEVICES.with(|d| d.borrow().contains(&device));
+    if probed() {
+        return;
+    }
+    let lock = PROBE_LOCK.with(Rc::clone);
+    let Ok(_permit) = lock.acquire_permit(1).await else { return };
+    if probed() {
+        return;
+    }
+    let probe = dir.join(".pinion-poll-probe");
+    if std::fs::write(&probe, [0x5a; 4096]).is_ok() {
+        if let Ok(file) = DmaFile::open(&probe).await {
+            let _ = file.close().await;
+        }
+        let _ = std::fs::remove_file(&probe);
+    }
+    PROBED_DEVICES.with(|d| d.borrow_mut().push(device));
+}
+
 impl Segment {
     pub async fn open_file(path: &Path) -> Result<DmaFile, LogError> {
+        if let Some(dir) = path.parent() {
+            probe_polled_io(dir).await;
+        }
         OpenOptions::new()
             .read(true)
             .write(true)

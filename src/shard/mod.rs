@@ -231,13 +231,26 @@ async fn list_offset(p: &Partition, timestamp: i64) -> Result<OffsetAndTimestamp
     Ok(OffsetAndTimestamp { offset, timestamp })
 }
 
-/// Spawns nothing itself: `main` builds the executor and calls this inside it.
+/// A 4 KiB file in the data dir that each shard opens before any log. glommio decides once per
+/// thread and device whether reads may use the kernel's polled I/O ring, by reading a block of
+/// the first file opened; on an empty file that read "succeeds" at end of file even where the
+/// device cannot poll, and every later read on that thread fails with EOPNOTSUPP.
+pub const IO_PROBE_FILE: &str = ".pinion-io-probe";
+
+/// Serves one shard; `main` builds the executor and calls this inside it.
 pub async fn serve(
     _id: ShardId,
     data_dir: PathBuf,
     cache_bytes: usize,
     requests: ConnectedReceiver<ShardRequest>,
 ) {
+    let probe = data_dir.join(IO_PROBE_FILE);
+    match glommio::io::DmaFile::open(&probe).await {
+        Ok(f) => {
+            let _ = f.close().await;
+        }
+        Err(e) => eprintln!("pinion: probing direct I/O with {}: {e}", probe.display()),
+    }
     let shard = Shard::new(data_dir, cache_bytes);
     shard.run(requests).await;
 }

@@ -246,7 +246,10 @@ impl Partition {
             Some(batches) => fetched.batches = batches,
             None => {
                 let read = self.log.read(offset, max_bytes, hwm).await;
-                let bytes = read.map_err(|e| PartitionError::Storage(e.to_string()))?;
+                let bytes = read.map_err(|e| {
+                    eprintln!("pinion: {}: fetch at offset {offset}: {e}", self.tp);
+                    PartitionError::Storage(e.to_string())
+                })?;
                 fetched.batches.extend(bytes);
             }
         }

@@ -1,0 +1,776 @@
+//! The partition log against real files: append and read, close and reopen, segment roll,
+//! crash recovery (torn, corrupt and zero-padded tails, damaged indexes) and the time lookups.
+//!
+//! Every test runs on its own glommio executor, in a directory under `target/` (direct I/O
+//! needs a disk filesystem, not tmpfs).
+
+use std::future::Future;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use super::{segment, PartitionLog, RecoveryReport};
+use crate::metadata::configs::LogConfig;
+use crate::protocol::batch::tests::make_batch;
+use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
+
+/// Runs `f` to completion on a fresh executor thread; a panic inside fails the test.
+fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(f)
+        .expect("start executor")
+        .join()
+        .expect("test body panicked");
+}
+
+/// Runs `f` on every case, each on its own thread, so that their fsyncs overlap.
+fn run_each<C: Send>(cases: Vec<C>, f: impl Fn(C) + Sync) {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = cases.into_iter().map(|c| s.spawn(move || f(c))).collect();
+        for h in handles {
+            h.join().expect("case panicked");
+        }
+    });
+}
+
+fn test_dir() -> tempfile::TempDir {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&root).unwrap();
+    tempfile::Builder::new().prefix("log-test-").tempdir_in(root).unwrap()
+}
+
+fn config(segment_bytes: u64, index_interval_bytes: u64) -> LogConfig {
+    LogConfig { segment_bytes, index_interval_bytes, ..LogConfig::default() }
+}
+
+async fn open(dir: &Path, config: &LogConfig) -> (PartitionLog, RecoveryReport) {
+    PartitionLog::open(dir.to_path_buf(), config.clone()).await.expect("open log")
+}
+
+/// A valid batch of `records` records of `payload_len` bytes each, whose payload bytes depend
+/// on `base`, so a batch read from the wrong place does not compare equal.
+fn make(base: i64, records: i32, timestamp: i64, payload_len: usize) -> Bytes {
+    let payload = vec![(base % 251) as u8 ^ 0x5a; payload_len];
+    Bytes::from(make_batch(base, records, timestamp, &payload))
+}
+
+fn header(b: &[u8]) -> &BatchHeader {
+    BatchHeader::peek(b).expect("batch header")
+}
+
+/// Appends one batch per `(records, timestamp)` in a single call, with offsets continuing the
+/// log as the shard assigns them, and records them in `all`.
+async fn append(log: &PartitionLog, all: &mut Vec<Bytes>, specs: &[(i32, i64)], payload_len: usize) {
+    let mut next = log.next_offset();
+    let mut group = Vec::new();
+    for &(records, timestamp) in specs {
+        let b = make(next, records, timestamp, payload_len);
+        next += i64::from(records);
+        group.push(b);
+    }
+    log.append(&group).await.expect("append");
+    assert_eq!(log.next_offset(), next);
+    all.extend(group);
+}
+
+/// Splits a read result into its batches, each of which must be whole and valid.
+fn split(buf: &[u8]) -> Vec<&[u8]> {
+    let mut it = batch::Batches::new(buf);
+    let out: Vec<&[u8]> = it.by_ref().map(|(_, _, b)| b).collect();
+    assert_eq!(it.position(), buf.len(), "a read must return whole batches only");
+    for b in &out {
+        batch::validate(b).expect("valid batch");
+    }
+    out
+}
+
+/// Index in `all` of the batch holding `offset`.
+fn containing(all: &[Bytes], offset: i64) -> usize {
+    all.iter().position(|b| header(b).last_offset() >= offset && header(b).base_offset() <= offset).unwrap()
+}
+
+/// `got` must be `all[first..first + n]` laid end to end, for some n >= 1.
+fn assert_run(all: &[Bytes], got: &[u8], first: usize) {
+    let batches = split(got);
+    assert!(!batches.is_empty(), "at least one batch");
+    for (k, b) in batches.iter().enumerate() {
+        assert!(first + k < all.len(), "read returned more batches than were appended");
+        assert_eq!(*b, &all[first + k][..], "batch {} differs", first + k);
+    }
+}
+
+/// Every offset reads back from the batch that holds it, and reading on from the end of each
+/// result walks the whole log.
+async fn assert_reads(log: &PartitionLog, all: &[Bytes]) {
+    let end = log.next_offset();
+    for offset in 0..end {
+        let got = log.read(offset, 1 << 30, end).await.unwrap().expect("data at every offset below the end");
+        assert_run(all, &got, containing(all, offset));
+    }
+    let mut walked = Vec::new();
+    let mut offset = 0;
+    while let Some(got) = log.read(offset, 1, end).await.unwrap() {
+        let batches = split(&got);
+        assert_eq!(batches.len(), 1, "max_bytes 1 returns exactly one batch");
+        offset = header(batches[0]).last_offset() + 1;
+        walked.extend_from_slice(&got);
+    }
+    assert_eq!(offset, end);
+    assert_eq!(walked, all.concat());
+    assert!(log.read(end, 1 << 20, end).await.unwrap().is_none());
+}
+
+/// `(base offset, path)` of the files with this extension, by base offset.
+fn files(dir: &Path, extension: &str) -> Vec<(i64, PathBuf)> {
+    let mut out: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+            assert_eq!(stem.len(), 20, "{}", p.display());
+            (stem.parse().unwrap(), p)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// The batches stored in the segment starting at `base`, given the segments' base offsets.
+fn segment_batches<'a>(all: &'a [Bytes], bases: &[i64], base: i64) -> Vec<&'a Bytes> {
+    let next_base = bases.iter().copied().find(|&b| b > base).unwrap_or(i64::MAX);
+    all.iter().filter(|b| (base..next_base).contains(&header(b).base_offset())).collect()
+}
+
+/// Checks a sealed segment's `.index` and `.timeindex` against the batches it holds.
+fn assert_index_files(dir: &Path, base: i64, batches: &[&Bytes]) {
+    let offsets = std::fs::read(dir.join(segment::file_name(base, "index"))).unwrap();
+    let times = std::fs::read(dir.join(segment::file_name(base, "timeindex"))).unwrap();
+    assert_eq!(offsets.len() % OFFSET_ENTRY_BYTES, 0);
+    assert_eq!(times.len() % TIME_ENTRY_BYTES, 0);
+    if batches.is_empty() {
+        assert!(offsets.is_empty() && times.is_empty());
+        return;
+    }
+    // Every offset entry points at the start of the batch with that relative base offset.
+    let mut starts = Vec::new();
+    let mut pos = 0u32;
+    for b in batches {
+        starts.push(((header(b).base_offset() - base) as u32, pos));
+        pos += b.len() as u32;
+    }
+    let entries: Vec<(u32, u32)> = offsets
+        .chunks_exact(OFFSET_ENTRY_BYTES)
+        .map(|e| {
+            (u32::from_be_bytes(e[..4].try_into().unwrap()), u32::from_be_bytes(e[4..].try_into().unwrap()))
+        })
+        .collect();
+    assert_eq!(entries.first(), Some(&(0, 0)), "the first batch is always indexed");
+    for e in &entries {
+        assert!(starts.contains(e), "index entry {e:?} is not a batch start");
+    }
+    // A time entry (t, r): t is the largest timestamp of the batches before offset base + r.
+    let max_before = |relative: u32| {
+        batches
+            .iter()
+            .filter(|b| header(b).base_offset() < base + i64::from(relative))
+            .map(|b| header(b).max_timestamp.get())
+            .max()
+    };
+    let entries: Vec<(i64, u32)> = times
+        .chunks_exact(TIME_ENTRY_BYTES)
+        .map(|e| {
+            (i64::from_be_bytes(e[..8].try_into().unwrap()), u32::from_be_bytes(e[8..].try_into().unwrap()))
+        })
+        .collect();
+    for w in entries.windows(2) {
+        assert!(w[0].0 < w[1].0 && w[0].1 <= w[1].1, "time entries grow: {entries:?}");
+    }
+    for &(t, r) in &entries {
+        assert_eq!(Some(t), max_before(r), "time entry ({t}, {r})");
+    }
+    let max = batches.iter().map(|b| header(b).max_timestamp.get()).max();
+    assert_eq!(entries.last().map(|e| e.0), max, "the last time entry holds the segment's max timestamp");
+}
+
+#[test]
+fn empty_log_opens_reads_and_reopens() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = LogConfig::default();
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(report.rebuilt_indexes, 0);
+        assert_eq!((log.next_offset(), log.log_start_offset()), (0, 0));
+        assert!(log.read(0, 1 << 20, 0).await.unwrap().is_none());
+        assert!(log.max_timestamp().is_none());
+        assert!(log.offset_for_timestamp(0).await.unwrap().is_none());
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(dir.path()), ["00000000000000000000.log"], "nothing else is left behind");
+        log.close().await.unwrap();
+        drop(log);
+        assert_eq!(
+            names(dir.path()),
+            ["00000000000000000000.index", "00000000000000000000.log", "00000000000000000000.timeindex"]
+        );
+        assert_eq!(file_len(&dir.path().join("00000000000000000000.index")), 0);
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(log.next_offset(), 0);
+        let mut all = Vec::new();
+        append(&log, &mut all, &[(2, 10)], 20).await;
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn appended_batches_read_back_from_any_offset() {
+    run(|| async {
+        let dir = test_dir();
+        let (log, _) = open(dir.path(), &config(1 << 30, 256)).await;
+        let mut all = Vec::new();
+        let specs: Vec<(i32, i64)> = (0..12).map(|i| (1 + i % 4, 1000 + i64::from(i))).collect();
+        append(&log, &mut all, &specs, 40).await;
+        let end = log.next_offset();
+        assert_eq!(end, all.iter().map(|b| header(b).offset_count()).sum::<i64>());
+
+        // From offset 0 with room for everything: the whole log in one piece.
+        assert_eq!(log.read(0, 1 << 20, end).await.unwrap().unwrap(), all.concat());
+
+        // From inside a multi-record batch: that whole batch first.
+        let multi = all.iter().position(|b| header(b).records_count.get() >= 3).unwrap();
+        let inside = header(&all[multi]).base_offset() + 2;
+        let got = log.read(inside, 1 << 20, end).await.unwrap().unwrap();
+        assert_eq!(got, all[multi..].concat());
+
+        // max_bytes smaller than one batch still returns that batch, whole.
+        for max_bytes in [0, 1, HEADER_BYTES, all[multi].len() - 1] {
+            let got = log.read(inside, max_bytes, end).await.unwrap().unwrap();
+            assert_eq!(got, all[multi], "max_bytes {max_bytes}");
+        }
+        // Further batches only while they fit.
+        let two = all[0].len() + all[1].len();
+        assert_eq!(log.read(0, two - 1, end).await.unwrap().unwrap(), all[0]);
+        assert_eq!(log.read(0, two, end).await.unwrap().unwrap(), all[..2].concat());
+
+        // end_offset bounds what is returned.
+        let stop = header(&all[5]).base_offset();
+        assert_eq!(log.read(0, 1 << 20, stop).await.unwrap().unwrap(), all[..5].concat());
+
+        // At and beyond the end: nothing.
+        assert!(log.read(end, 1 << 20, end).await.unwrap().is_none());
+        assert!(log.read(end + 100, 1 << 20, end + 200).await.unwrap().is_none());
+
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn many_small_appends_rewrite_the_partial_block() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 512);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        for i in 0..60 {
+            append(&log, &mut all, &[(1 + i % 3, i64::from(i))], 7 + 13 * (i as usize % 5)).await;
+            if i % 7 == 0 {
+                log.sync().await.unwrap();
+            }
+        }
+        assert_reads(&log, &all).await;
+        log.close().await.unwrap();
+        assert_eq!(file_len(&files(dir.path(), "log")[0].1), all.iter().map(|b| b.len() as u64).sum::<u64>());
+        drop(log);
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn close_and_reopen_keep_offsets_indexes_and_data() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 300);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        let specs: Vec<(i32, i64)> = (0..20).map(|i| (1 + i % 5, 5000 + 10 * i64::from(i))).collect();
+        append(&log, &mut all, &specs, 30).await;
+        let end = log.next_offset();
+        let mut before = Vec::new();
+        for offset in 0..end {
+            before.push(log.read(offset, 700, end).await.unwrap());
+        }
+        log.close().await.unwrap();
+        drop(log);
+
+        let data_bytes: u64 = all.iter().map(|b| b.len() as u64).sum();
+        let (base, path) = files(dir.path(), "log").remove(0);
+        assert_eq!(base, 0);
+        assert_eq!(file_len(&path), data_bytes, "close cuts the zero padding");
+        let index = dir.path().join(segment::file_name(0, "index"));
+        let timeindex = dir.path().join(segment::file_name(0, "timeindex"));
+        assert!(file_len(&index) >= 2 * OFFSET_ENTRY_BYTES as u64, "sparse, but more than one entry");
+        assert!(file_len(&timeindex) >= TIME_ENTRY_BYTES as u64);
+        assert_index_files(dir.path(), 0, &all.iter().collect::<Vec<_>>());
+
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(report.rebuilt_indexes, 0);
+        assert_eq!(log.next_offset(), end);
+        for offset in 0..end {
+            assert_eq!(log.read(offset, 700, end).await.unwrap(), before[offset as usize], "offset {offset}");
+        }
+        assert_reads(&log, &all).await;
+
+        // Appending after a reopen continues the unaligned tail left by the seal.
+        append(&log, &mut all, &[(3, 9000), (1, 9001)], 50).await;
+        assert_reads(&log, &all).await;
+        log.close().await.unwrap();
+        drop(log);
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_reads(&log, &all).await;
+        assert_index_files(dir.path(), 0, &all.iter().collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn segments_roll_at_segment_bytes_and_recover() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1000, 100);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        // Several append calls, some with many batches that cross a segment boundary.
+        for round in 0..5i64 {
+            let specs: Vec<(i32, i64)> =
+                (0..6).map(|i| (1 + (i + round as i32) % 3, 100 * round + i64::from(i))).collect();
+            append(&log, &mut all, &specs, 25 + 10 * round as usize).await;
+        }
+        let end = log.next_offset();
+        assert_reads(&log, &all).await;
+        // A read stops at the end of its segment.
+        let second_base = log.segments.borrow()[1].base_offset;
+        let got = log.read(0, 1 << 30, end).await.unwrap().unwrap();
+        let in_first: Vec<Bytes> =
+            all.iter().filter(|b| header(b).base_offset() < second_base).cloned().collect();
+        assert_eq!(got, in_first.concat());
+        log.close().await.unwrap();
+        drop(log);
+
+        let logs = files(dir.path(), "log");
+        assert!(logs.len() >= 4, "expected several segments, got {}", logs.len());
+        let bases: Vec<i64> = logs.iter().map(|(b, _)| *b).collect();
+        for (base, path) in &logs {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(name, format!("{base:020}.log"));
+            let held = segment_batches(&all, &bases, *base);
+            assert!(!held.is_empty());
+            assert_eq!(header(held[0]).base_offset(), *base, "a segment is named by its first offset");
+            let bytes: u64 = held.iter().map(|b| b.len() as u64).sum();
+            assert_eq!(file_len(path), bytes, "sealed segments are cut to their data");
+            assert!(bytes <= cfg.segment_bytes);
+            assert_index_files(dir.path(), *base, &held);
+        }
+        // Rolled exactly when the next batch would not fit.
+        for w in bases.windows(2) {
+            let held = segment_batches(&all, &bases, w[0]);
+            let bytes: u64 = held.iter().map(|b| b.len() as u64).sum();
+            let next = all.iter().find(|b| header(b).base_offset() == w[1]).unwrap();
+            assert!(bytes + next.len() as u64 > cfg.segment_bytes);
+        }
+
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(report.rebuilt_indexes, 0);
+        assert_eq!(log.next_offset(), end);
+        assert_reads(&log, &all).await;
+
+        // Appends after reopen go on rolling.
+        let specs: Vec<(i32, i64)> = (0..8).map(|i| (2, 1000 + i64::from(i))).collect();
+        append(&log, &mut all, &specs, 60).await;
+        assert!(files(dir.path(), "log").len() > logs.len());
+        assert_reads(&log, &all).await;
+    });
+}
+
+/// Appends `count` batches to a fresh log in one segment, closes it, and returns the batches
+/// and the path of the segment.
+async fn closed_log(dir: &Path, cfg: &LogConfig, count: i32) -> (Vec<Bytes>, PathBuf) {
+    let (log, _) = open(dir, cfg).await;
+    let mut all = Vec::new();
+    let specs: Vec<(i32, i64)> = (0..count).map(|i| (1 + i % 4, 700 + i64::from(i))).collect();
+    append(&log, &mut all, &specs, 90).await;
+    log.close().await.unwrap();
+    drop(log);
+    let path = files(dir, "log").remove(0).1;
+    (all, path)
+}
+
+fn start_of(all: &[Bytes], i: usize) -> u64 {
+    all[..i].iter().map(|b| b.len() as u64).sum()
+}
+
+#[test]
+fn torn_tail_is_cut_at_the_last_whole_batch() {
+    let last_len = make(0, 4, 0, 90).len() as u64;
+    run_each(vec![batch::LOG_OVERHEAD as u64, 40, HEADER_BYTES as u64 + 3, last_len - 1], |cut| {
+        run(move || async move {
+            let dir = test_dir();
+            let cfg = config(1 << 30, 512);
+            let (mut all, path) = closed_log(dir.path(), &cfg, 8).await;
+            let last = all.len() - 1;
+            let last_start = start_of(&all, last);
+            assert_eq!(all[last].len() as u64, last_len);
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(last_start + cut).unwrap();
+            drop(f);
+
+            let (log, report) = open(dir.path(), &cfg).await;
+            let (bytes, why) = report.truncated.clone().expect("a torn batch is reported");
+            assert_eq!(bytes, cut, "cut {cut}: {why}");
+            assert_eq!(file_len(&path), last_start);
+            let lost = all.pop().unwrap();
+            assert_eq!(log.next_offset(), header(&lost).base_offset());
+            assert_reads(&log, &all).await;
+
+            // The log goes on from there.
+            append(&log, &mut all, &[(2, 5), (3, 6)], 11).await;
+            assert_reads(&log, &all).await;
+            log.close().await.unwrap();
+            drop(log);
+            let (log, report) = open(dir.path(), &cfg).await;
+            assert!(report.truncated.is_none());
+            assert_reads(&log, &all).await;
+        })
+    });
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0xff;
+    f.write_all_at(&b, at).unwrap();
+}
+
+#[test]
+fn corrupt_last_batch_is_dropped() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 512);
+        let (mut all, path) = closed_log(dir.path(), &cfg, 6).await;
+        let last = all.len() - 1;
+        let last_start = start_of(&all, last);
+        flip_byte(&path, last_start + HEADER_BYTES as u64 + 5);
+
+        let (log, report) = open(dir.path(), &cfg).await;
+        let (bytes, why) = report.truncated.clone().expect("corruption is reported");
+        assert_eq!(bytes, all[last].len() as u64);
+        assert!(why.contains("CRC"), "{why}");
+        let lost = all.pop().unwrap();
+        assert_eq!(log.next_offset(), header(&lost).base_offset());
+        assert_eq!(file_len(&path), last_start);
+        assert_reads(&log, &all).await;
+        append(&log, &mut all, &[(1, 1)], 3).await;
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn corruption_inside_the_active_segment_drops_the_rest() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 512);
+        let (mut all, path) = closed_log(dir.path(), &cfg, 7).await;
+        let size = file_len(&path);
+        let bad = 3;
+        let bad_start = start_of(&all, bad);
+        // The last byte of batch 3, covered by its CRC.
+        flip_byte(&path, start_of(&all, bad + 1) - 1);
+
+        let (log, report) = open(dir.path(), &cfg).await;
+        let (bytes, _) = report.truncated.clone().expect("corruption is reported");
+        assert_eq!(bytes, size - bad_start);
+        all.truncate(bad);
+        assert_eq!(log.next_offset(), header(all.last().unwrap()).last_offset() + 1);
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn damaged_or_missing_sealed_indexes_are_rebuilt() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1000, 0);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        let specs: Vec<(i32, i64)> =
+            (0..40).map(|i| (1 + i % 2, [30, 10, 20][i as usize % 3] + i64::from(i))).collect();
+        append(&log, &mut all, &specs, 40).await;
+        let end = log.next_offset();
+        let mut lookups = Vec::new();
+        for target in 0..80 {
+            lookups.push(log.offset_for_timestamp(target).await.unwrap());
+        }
+        log.close().await.unwrap();
+        drop(log);
+
+        let logs = files(dir.path(), "log");
+        assert!(logs.len() >= 6, "{} segments", logs.len());
+        let index = |i: usize| dir.path().join(segment::file_name(logs[i].0, "index"));
+        let timeindex = |i: usize| dir.path().join(segment::file_name(logs[i].0, "timeindex"));
+        // Missing .index.
+        std::fs::remove_file(index(0)).unwrap();
+        // A partial entry.
+        let f = std::fs::OpenOptions::new().write(true).open(index(1)).unwrap();
+        f.set_len(OFFSET_ENTRY_BYTES as u64 + 3).unwrap();
+        drop(f);
+        // Entries out of order.
+        let mut swapped = std::fs::read(index(2)).unwrap();
+        assert!(swapped.len() >= 2 * OFFSET_ENTRY_BYTES);
+        swapped.rotate_left(OFFSET_ENTRY_BYTES);
+        std::fs::write(index(2), swapped).unwrap();
+        // A position past the end of the segment.
+        let mut far = std::fs::read(index(3)).unwrap();
+        let n = far.len();
+        far[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(index(3), far).unwrap();
+        // Missing .timeindex.
+        std::fs::remove_file(timeindex(4)).unwrap();
+
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(report.rebuilt_indexes, 5);
+        assert_eq!(log.next_offset(), end);
+        assert_reads(&log, &all).await;
+        for (target, want) in lookups.iter().enumerate() {
+            assert_eq!(&log.offset_for_timestamp(target as i64).await.unwrap(), want, "target {target}");
+        }
+        log.close().await.unwrap();
+        drop(log);
+        // The last segment is always scanned, so its index files are not needed; and a rebuilt
+        // index lives in memory only, so the damaged files are rebuilt again.
+        let last = logs.len() - 1;
+        std::fs::remove_file(index(last)).unwrap();
+        std::fs::remove_file(timeindex(last)).unwrap();
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(report.rebuilt_indexes, 5);
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn zero_padding_after_the_data_is_not_damage() {
+    run_each(vec![1u64, 7, 11, 12, 100, 4095, 4096 + 100], |zeros| {
+        run(move || async move {
+            let dir = test_dir();
+            let cfg = config(1 << 30, 512);
+            let (mut all, path) = closed_log(dir.path(), &cfg, 5).await;
+            let size = file_len(&path);
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(size + zeros).unwrap();
+            drop(f);
+
+            let (log, report) = open(dir.path(), &cfg).await;
+            assert!(report.truncated.is_none(), "{zeros} zeros: {:?}", report.truncated);
+            assert_eq!(file_len(&path), size, "the padding is cut");
+            assert_eq!(log.next_offset(), header(all.last().unwrap()).last_offset() + 1);
+            assert_reads(&log, &all).await;
+            append(&log, &mut all, &[(2, 1)], 9).await;
+            assert_reads(&log, &all).await;
+        })
+    });
+}
+
+#[test]
+fn crash_after_aligned_write_recovers_everything_written() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 512);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        append(&log, &mut all, &[(3, 1), (1, 2), (2, 3)], 77).await;
+        log.sync().await.unwrap();
+        append(&log, &mut all, &[(1, 4)], 5).await;
+        log.sync().await.unwrap();
+        // No close: the file keeps the zeroed end of its last block, as after a crash.
+        drop(log);
+        let path = files(dir.path(), "log").remove(0).1;
+        let data_bytes: u64 = all.iter().map(|b| b.len() as u64).sum();
+        assert!(file_len(&path) > data_bytes, "direct writes pad the last block");
+        assert_eq!(file_len(&path) % 512, 0);
+
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none(), "{:?}", report.truncated);
+        assert_eq!(file_len(&path), data_bytes);
+        assert_reads(&log, &all).await;
+        append(&log, &mut all, &[(2, 5)], 5).await;
+        assert_reads(&log, &all).await;
+    });
+}
+
+/// What `offset_for_timestamp` must answer: the first batch whose max timestamp reaches
+/// `target`, as (base offset, max timestamp).
+fn first_reaching(all: &[Bytes], target: i64) -> Option<(i64, i64)> {
+    all.iter().map(|b| (header(b).base_offset(), header(b).max_timestamp.get())).find(|&(_, ts)| ts >= target)
+}
+
+async fn assert_time_lookups(log: &PartitionLog, all: &[Bytes], when: &str) {
+    let stamps: Vec<i64> = all.iter().map(|b| header(b).max_timestamp.get()).collect();
+    // Every timestamp, its neighbours, and values outside the range.
+    let mut targets: Vec<i64> = stamps.iter().flat_map(|&t| [t - 1, t, t + 1]).collect();
+    targets.extend([i64::MIN, -1, 0, i64::MAX]);
+    for target in targets {
+        let got = log.offset_for_timestamp(target).await.unwrap();
+        assert_eq!(got, first_reaching(all, target), "{when}: target {target}");
+    }
+    assert_eq!(log.max_timestamp().map(|(_, ts)| ts), stamps.iter().max().copied(), "{when}");
+}
+
+const INCREASING: [i64; 12] = [1000, 1010, 1020, 1030, 1040, 1050, 1060, 1070, 1080, 1090, 1100, 1110];
+const NON_MONOTONIC: [i64; 18] =
+    [500, 300, 800, 200, 800, 650, 100, 900, 400, 850, 950, 120, 700, 960, 10, 955, 300, 940];
+
+#[test]
+fn offset_for_timestamp_finds_the_first_batch_reaching_it() {
+    let mut cases = Vec::new();
+    for timestamps in [&INCREASING[..], &NON_MONOTONIC[..]] {
+        // One segment or several; every batch indexed or only some.
+        for cfg in [config(1 << 30, 0), config(1 << 30, 4096), config(700, 0), config(700, 150)] {
+            cases.push((timestamps, cfg));
+        }
+    }
+    run_each(cases, |(timestamps, cfg)| {
+        run(move || async move {
+            let dir = test_dir();
+            let (log, _) = open(dir.path(), &cfg).await;
+            let mut all = Vec::new();
+            for (i, &ts) in timestamps.iter().enumerate() {
+                append(&log, &mut all, &[(1 + i as i32 % 3, ts)], 30).await;
+            }
+            assert_time_lookups(&log, &all, "written").await;
+            log.close().await.unwrap();
+            drop(log);
+            let (log, report) = open(dir.path(), &cfg).await;
+            assert!(report.truncated.is_none());
+            assert_eq!(report.rebuilt_indexes, 0);
+            assert_time_lookups(&log, &all, "reopened").await;
+            // Sealed segments' indexes rebuilt by a scan answer the same.
+            log.close().await.unwrap();
+            drop(log);
+            for (base, _) in files(dir.path(), "log") {
+                let _ = std::fs::remove_file(dir.path().join(segment::file_name(base, "timeindex")));
+            }
+            let (log, _) = open(dir.path(), &cfg).await;
+            assert_time_lookups(&log, &all, "rebuilt").await;
+        })
+    });
+}
+
+/// `max_timestamp` is documented to return the offset of the batch holding the largest
+/// timestamp, but returns the base offset of the segment holding it.
+#[test]
+#[ignore = "max_timestamp returns the segment's base offset, not the batch's"]
+fn max_timestamp_is_the_offset_of_the_batch_holding_it() {
+    run(|| async {
+        let dir = test_dir();
+        let (log, _) = open(dir.path(), &LogConfig::default()).await;
+        let mut all = Vec::new();
+        append(&log, &mut all, &[(2, 100), (3, 300), (1, 200)], 10).await;
+        assert_eq!(log.max_timestamp(), Some((header(&all[1]).base_offset(), 300)));
+    });
+}
+
+#[test]
+fn an_empty_segment_opened_first_leaves_disk_reads_working() {
+    let dir = test_dir();
+    let (full, empty) = (dir.path().join("t-0"), dir.path().join("t-1"));
+    let all = {
+        let full = full.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        run(move || async move {
+            let (log, _) = open(&full, &LogConfig::default()).await;
+            let mut all = Vec::new();
+            append(&log, &mut all, &[(2, 1), (3, 2)], 50).await;
+            log.close().await.unwrap();
+            tx.send(all).unwrap();
+        });
+        rx.recv().unwrap()
+    };
+    // A new thread opens a brand-new, empty partition before one with data (as a shard does
+    // when a topic is created, or at start-up when a partition never received a record).
+    run(move || async move {
+        let (new, _) = open(&empty, &LogConfig::default()).await;
+        let (old, report) = open(&full, &LogConfig::default()).await;
+        assert!(report.truncated.is_none());
+        assert_reads(&old, &all).await;
+        let mut fresh = Vec::new();
+        append(&new, &mut fresh, &[(1, 3)], 5).await;
+        assert_reads(&new, &fresh).await;
+    });
+}
+
+#[test]
+fn one_append_larger_than_the_largest_write() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = LogConfig::default();
+        let (log, _) = open(dir.path(), &cfg).await;
+        // (records, payload bytes per record): batches of 512 KiB, one of 5 MiB (more than a
+        // recovery scan reads at once) and one of 9 MiB (more than one write): 21 MiB in one call.
+        let mut shapes = vec![(8, 64 << 10); 14];
+        shapes.insert(6, (80, 64 << 10));
+        shapes.insert(11, (1, 9 << 20));
+        let mut all = Vec::new();
+        let mut next = 0;
+        for (i, &(records, payload)) in shapes.iter().enumerate() {
+            all.push(make(next, records, i as i64, payload));
+            next += i64::from(records);
+        }
+        let total: usize = all.iter().map(|b| b.len()).sum();
+        assert!(total > 2 * super::WRITE_BYTES_MAX);
+        log.append(&all).await.unwrap();
+        assert_eq!(log.next_offset(), next);
+
+        let check = |log: PartitionLog, all: Vec<Bytes>| async move {
+            assert_eq!(log.read(0, 32 << 20, next).await.unwrap().unwrap(), all.concat());
+            for (i, b) in all.iter().enumerate() {
+                let last = header(b).last_offset();
+                assert_eq!(log.read(last, 1, next).await.unwrap().unwrap(), *b, "batch {i}");
+            }
+            assert!(log.read(next, 1 << 20, next).await.unwrap().is_none());
+            log
+        };
+        let log = check(log, all.clone()).await;
+        log.close().await.unwrap();
+        drop(log);
+        assert_eq!(files(dir.path(), "log").len(), 1);
+        assert_eq!(file_len(&files(dir.path(), "log")[0].1), total as u64);
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_eq!(log.next_offset(), next);
+        check(log, all).await;
+    });
+}
