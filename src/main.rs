@@ -4,6 +4,7 @@
 mod alloc;
 mod api;
 mod config;
+mod group;
 mod log;
 mod metadata;
 mod protocol;
@@ -118,19 +119,18 @@ fn check_direct_io(dir: &Path) -> Result<(), String> {
             ));
         }
     }
-    let probe = dir.join(shard::IO_PROBE_FILE);
-    std::fs::OpenOptions::new()
+    let probe = dir.join(".pinion-direct-io-check");
+    let opened = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .custom_flags(libc::O_DIRECT)
-        .open(&probe)
-        .map_err(|e| {
-            format!(
-                "data dir {} does not support O_DIRECT ({e}): put it on a disk filesystem (ext4, XFS)",
-                dir.display()
-            )
-        })?;
-    // Kept for the shards: see `shard::IO_PROBE_FILE`.
-    std::fs::write(&probe, [0u8; 4096]).map_err(|e| format!("cannot write {}: {e}", probe.display()))
+        .open(&probe);
+    let _ = std::fs::remove_file(&probe);
+    opened.map(|_| ()).map_err(|e| {
+        format!(
+            "data dir {} does not support O_DIRECT ({e}): put it on a disk filesystem (ext4, XFS)",
+            dir.display()
+        )
+    })
 }

@@ -3,6 +3,7 @@
 
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -56,6 +57,17 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -65,7 +77,7 @@ pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
 /// Decodes a request frame and starts answering it. Produce requests reach their shards before
 /// this returns, so a connection's produce requests keep their order. An error here means the
 /// frame is malformed and the connection must close.
-pub async fn dispatch(router: &Rc<Router>, frame: Bytes) -> Result<Dispatched, FrameError> {
+pub async fn dispatch(router: &Rc<Router>, frame: Bytes, peer: &Rc<str>) -> Result<Dispatched, FrameError> {
     let parsed = codec::decode_header(frame)?;
     let (key, header) = (parsed.api_key, parsed.header);
     let version = header.request_api_version;
@@ -130,6 +142,50 @@ pub async fn dispatch(router: &Rc<Router>, frame: Bytes) -> Result<Dispatched, F
         })),
         RequestKind::CreatePartitions(req) => later(Box::pin(async move {
             encode(ResponseKind::CreatePartitions(topics::create_partitions(&router, req).await))
+        })),
+        RequestKind::FindCoordinator(req) => Ok(Dispatched::Now(encode(ResponseKind::FindCoordinator(
+            groups::find_coordinator(&router, version, req),
+        )))),
+        RequestKind::JoinGroup(req) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            let host = peer.clone();
+            later(Box::pin(async move {
+                let client = groups::Client { client_id: &client_id, host: &host };
+                encode(ResponseKind::JoinGroup(groups::join(&router, version, client, req).await))
+            }))
+        }
+        RequestKind::SyncGroup(req) => later(Box::pin(async move {
+            encode(ResponseKind::SyncGroup(groups::sync(&router, version, req).await))
+        })),
+        RequestKind::Heartbeat(req) => {
+            later(Box::pin(
+                async move { encode(ResponseKind::Heartbeat(groups::heartbeat(&router, req).await)) },
+            ))
+        }
+        RequestKind::LeaveGroup(req) => later(Box::pin(async move {
+            encode(ResponseKind::LeaveGroup(groups::leave(&router, version, req).await))
+        })),
+        RequestKind::OffsetCommit(req) => {
+            later(Box::pin(
+                async move { encode(ResponseKind::OffsetCommit(groups::commit(&router, req).await)) },
+            ))
+        }
+        RequestKind::OffsetFetch(req) => later(Box::pin(async move {
+            encode(ResponseKind::OffsetFetch(groups::fetch_offsets(&router, version, req).await))
+        })),
+        RequestKind::ListGroups(req) => later(Box::pin(async move {
+            encode(ResponseKind::ListGroups(groups::list(&router, version, req).await))
+        })),
+        RequestKind::DescribeGroups(req) => later(Box::pin(async move {
+            encode(ResponseKind::DescribeGroups(groups::describe(&router, version, req).await))
+        })),
+        RequestKind::DeleteGroups(req) => {
+            later(Box::pin(
+                async move { encode(ResponseKind::DeleteGroups(groups::delete(&router, req).await)) },
+            ))
+        }
+        RequestKind::OffsetDelete(req) => later(Box::pin(async move {
+            encode(ResponseKind::OffsetDelete(groups::delete_offsets(&router, req).await))
         })),
         RequestKind::InitProducerId(req) => {
             Ok(Dispatched::Now(encode(ResponseKind::InitProducerId(producer_id::handle(&router, req)))))

@@ -63,7 +63,8 @@ impl PartitionLog {
             .filter_map(|e| segment::parse_file_name(&e.file_name().to_string_lossy()))
             .collect();
         bases.sort_unstable();
-        if bases.is_empty() {
+        let created = bases.is_empty();
+        if created {
             bases.push(0);
         }
         let mut report = RecoveryReport::default();
@@ -103,6 +104,14 @@ impl PartitionLog {
                 }
             }
             segments.push(Rc::new(seg));
+        }
+        if created {
+            // The new segment's name and the partition directory's own name must be durable
+            // before anything written to the segment is acknowledged as synced.
+            sync_dir(&dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
         }
         let log = PartitionLog {
             dir,

@@ -183,6 +183,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         0,
         "Largest session timeout a member may ask for",
     ),
+    ranged(
+        "offsets.topic.num.partitions",
+        Kind::Int,
+        "8",
+        1,
+        "Partitions of __consumer_offsets (fixed when first created)",
+    ),
 ];
 
 /// Topic configs and the broker config each takes its default from.
@@ -390,6 +397,19 @@ impl BrokerConfig {
     }
     pub fn socket_request_max_bytes(&self) -> usize {
         self.parsed::<i32>("socket.request.max.bytes") as usize
+    }
+    pub fn group_limits(&self) -> crate::group::state::Limits {
+        crate::group::state::Limits {
+            session_timeout_ms_min: self.parsed("group.min.session.timeout.ms"),
+            session_timeout_ms_max: self.parsed("group.max.session.timeout.ms"),
+            initial_rebalance_delay_ms: self.parsed::<i32>("group.initial.rebalance.delay.ms").max(0) as u64,
+        }
+    }
+    pub fn offsets_retention_ms(&self) -> u64 {
+        self.parsed::<i32>("offsets.retention.minutes").max(1) as u64 * 60_000
+    }
+    pub fn offsets_topic_partitions(&self) -> usize {
+        self.parsed::<i32>("offsets.topic.num.partitions").max(1) as usize
     }
     pub fn queued_max_requests(&self) -> usize {
         self.parsed::<i32>("queued.max.requests") as usize

@@ -31,6 +31,9 @@ struct MetadataFile {
     /// Producer ids below this may have been handed out.
     #[serde(default)]
     producer_ids_reserved: i64,
+    /// Shard of each `__consumer_offsets` partition.
+    #[serde(default)]
+    offsets_partitions: Vec<usize>,
 }
 
 /// Producer ids are reserved durably in blocks, so an id is never handed out twice, even
@@ -43,6 +46,8 @@ pub struct Metadata {
     pub topics: BTreeMap<String, Topic>,
     producer_ids_reserved: i64,
     next_producer_id: i64,
+    /// Shard of each `__consumer_offsets` partition; a group's partition is a hash of its id.
+    pub offsets_partitions: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,7 @@ impl Metadata {
                 cluster_id: Uuid::new_v4().simple().to_string()[..22].to_string(),
                 topics: BTreeMap::new(),
                 producer_ids_reserved: 0,
+                offsets_partitions: Vec::new(),
             },
             Err(e) => return Err(MetadataError::Io { op: "read", path, source: e }),
         };
@@ -74,8 +80,15 @@ impl Metadata {
             topics: file.topics,
             producer_ids_reserved: file.producer_ids_reserved,
             next_producer_id: file.producer_ids_reserved,
+            offsets_partitions: file.offsets_partitions,
         };
         let mut moved = false;
+        for shard in meta.offsets_partitions.iter_mut() {
+            if *shard >= shard_count {
+                *shard %= shard_count;
+                moved = true;
+            }
+        }
         for topic in meta.topics.values_mut() {
             for shard in topic.partition_shards.iter_mut() {
                 if *shard >= shard_count {
@@ -95,6 +108,7 @@ impl Metadata {
             cluster_id: self.cluster_id.clone(),
             topics: self.topics.clone(),
             producer_ids_reserved: self.producer_ids_reserved,
+            offsets_partitions: self.offsets_partitions.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| MetadataError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
@@ -115,6 +129,19 @@ impl Metadata {
             }
         }
         loads
+    }
+
+    /// Places the `__consumer_offsets` partitions the first time the broker starts.
+    pub fn ensure_offsets_partitions(
+        &mut self,
+        count: usize,
+        shard_count: usize,
+    ) -> Result<(), MetadataError> {
+        if self.offsets_partitions.is_empty() {
+            self.offsets_partitions = (0..count).map(|i| i % shard_count.max(1)).collect();
+            self.save()?;
+        }
+        Ok(())
     }
 
     /// A producer id never handed out before.
@@ -151,6 +178,9 @@ pub fn place(loads: &[usize], count: usize) -> Vec<ShardId> {
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("topic name is empty".into());
+    }
+    if name == crate::group::store::OFFSETS_TOPIC {
+        return Err(format!("topic name {name} is reserved for the broker's internal use"));
     }
     if name == "." || name == ".." {
         return Err(format!("topic name cannot be {name:?}"));

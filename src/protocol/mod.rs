@@ -5,3 +5,4 @@ pub mod batch;
 pub mod codec;
 pub mod errors;
 pub mod fetch_response;
+pub mod records;

@@ -45,13 +45,14 @@ impl Drop for InFlight {
 
 pub async fn serve(router: Rc<Router>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let host: Rc<str> = Rc::from(stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default());
     let fd = stream.as_raw_fd();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let depth = router.config.broker.queued_max_requests();
     let (tx, rx) = local_channel::new_bounded(depth);
     let writer_task = glommio::spawn_local(write_loop(fd, writer, rx));
-    match read_loop(&router, reader, &tx).await {
+    match read_loop(&router, reader, &tx, &host).await {
         Ok(()) => {
             // The client closed its side or the broker is stopping: finish what was asked.
             drop(tx);
@@ -68,6 +69,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     router: &Rc<Router>,
     mut reader: R,
     tx: &LocalSender<(Dispatched, InFlight)>,
+    host: &Rc<str>,
 ) -> Result<(), ConnectionError> {
     let max = router.config.broker.socket_request_max_bytes();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -85,7 +87,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             buf.advance(codec::SIZE_PREFIX_BYTES);
             let frame = buf.split_to(size).freeze();
             let in_flight = InFlight::new(router);
-            let dispatched = api::dispatch(router, frame).await?;
+            let dispatched = api::dispatch(router, frame, host).await?;
             if tx.send((dispatched, in_flight)).await.is_err() {
                 return Ok(()); // the writer failed: the socket is gone
             }

@@ -66,6 +66,12 @@ impl Router {
         Ok(rx)
     }
 
+    /// Sends a request that carries its own reply channel (or needs none).
+    pub async fn post(&self, shard: ShardId, request: ShardRequest) -> Result<(), ShardGone> {
+        let sender = self.shards.get(shard.0).ok_or(ShardGone(shard.0))?;
+        sender.send(request).await.map_err(|_| ShardGone(shard.0))
+    }
+
     /// The shard that owns a partition, if the topic and partition exist.
     pub fn shard_of(&self, topic: &str, partition: i32) -> Option<ShardId> {
         let meta = self.metadata.borrow();
@@ -162,8 +168,44 @@ impl Router {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            // Committed offsets of the topic go with it, as in Kafka.
+            let call = crate::group::GroupCall::DropTopic { topic: name.to_string() };
+            self.post(ShardId(shard), ShardRequest::Group(call)).await.map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// Starts each shard's group coordinator on the offsets partitions it owns.
+    async fn open_groups(&self) -> Result<(), String> {
+        let broker = &self.config.broker;
+        let placement = {
+            let mut meta = self.metadata.borrow_mut();
+            meta.ensure_offsets_partitions(broker.offsets_topic_partitions(), self.shards.len())
+                .map_err(|e| e.to_string())?;
+            meta.offsets_partitions.clone()
+        };
+        for shard in 0..self.shards.len() {
+            let owned: Vec<usize> = (0..placement.len()).filter(|&p| placement[p] == shard).collect();
+            let (total, limits, retention_ms) =
+                (placement.len(), broker.group_limits(), broker.offsets_retention_ms());
+            self.ask(ShardId(shard), |reply| ShardRequest::OpenGroups {
+                owned,
+                total,
+                limits,
+                retention_ms,
+                reply,
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    }
+
+    /// The shard that coordinates a group.
+    pub fn group_shard(&self, group_id: &str) -> ShardId {
+        let meta = self.metadata.borrow();
+        let partition = crate::group::offsets_partition(group_id, meta.offsets_partitions.len());
+        ShardId(meta.offsets_partitions.get(partition).copied().unwrap_or(0))
     }
 
     /// Tells the shards about a topic's new configs.
@@ -210,6 +252,7 @@ pub async fn run(
         let config = router.log_config(topic);
         router.open_partitions(&Arc::from(name.as_str()), &topic.partition_shards, 0, &config, false).await?;
     }
+    router.open_groups().await?;
     if !topics.is_empty() {
         eprintln!("pinion: opened {} topics in {} ms", topics.len(), started.elapsed().as_millis());
     }

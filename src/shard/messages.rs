@@ -132,6 +132,16 @@ pub enum ShardRequest {
         topic: Arc<str>,
         config: LogConfig,
     },
+    /// Starts the group coordinator for the `__consumer_offsets` partitions this shard owns.
+    OpenGroups {
+        owned: Vec<usize>,
+        total: usize,
+        limits: crate::group::state::Limits,
+        retention_ms: u64,
+        reply: Reply<Result<(), String>>,
+    },
+    /// A consumer-group request for a group this shard coordinates.
+    Group(crate::group::GroupCall),
     /// Flush, sync and seal every partition, then stop.
     Shutdown {
         reply: Reply<()>,

@@ -16,6 +16,7 @@ use futures::channel::oneshot;
 use futures::future::select;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
+use crate::group::{Coordinator, GroupCall};
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::errors::PartitionError;
@@ -31,6 +32,7 @@ pub struct Shard {
     budget: Rc<CacheBudget>,
     /// Incoming batches are copied here (patched with their offsets) before caching and writing.
     arena: RefCell<BytesMut>,
+    groups: RefCell<Option<Rc<Coordinator>>>,
 }
 
 impl Shard {
@@ -40,6 +42,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             budget: Rc::new(CacheBudget { max_bytes: cache_bytes, used_bytes: Default::default() }),
             arena: RefCell::new(BytesMut::new()),
+            groups: RefCell::new(None),
         })
     }
 
@@ -113,6 +116,20 @@ impl Shard {
                     if tp.topic == topic {
                         p.set_config(config.clone());
                     }
+                }
+            }
+            ShardRequest::OpenGroups { owned, total, limits, retention_ms, reply } => {
+                let opened = Coordinator::open(&self.data_dir, &owned, total, limits, retention_ms).await;
+                let _ = reply.send(opened.map(|c| {
+                    *self.groups.borrow_mut() = Some(c);
+                }));
+            }
+            ShardRequest::Group(call) => {
+                let coordinator = self.groups.borrow().clone();
+                match coordinator {
+                    Some(c) => c.handle(call).await,
+                    // Dropping the call drops its reply: the router answers COORDINATOR_NOT_AVAILABLE.
+                    None => drop::<GroupCall>(call),
                 }
             }
             ShardRequest::Produce { .. } | ShardRequest::Shutdown { .. } => {
@@ -211,6 +228,10 @@ impl Shard {
     }
 
     async fn shutdown(&self) {
+        let groups = self.groups.borrow_mut().take();
+        if let Some(c) = groups {
+            c.close().await;
+        }
         let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in partitions {
             if let Err(e) = p.close().await {
@@ -231,12 +252,6 @@ async fn list_offset(p: &Partition, timestamp: i64) -> Result<OffsetAndTimestamp
     Ok(OffsetAndTimestamp { offset, timestamp })
 }
 
-/// A 4 KiB file in the data dir that each shard opens before any log. glommio decides once per
-/// thread and device whether reads may use the kernel's polled I/O ring, by reading a block of
-/// the first file opened; on an empty file that read "succeeds" at end of file even where the
-/// device cannot poll, and every later read on that thread fails with EOPNOTSUPP.
-pub const IO_PROBE_FILE: &str = ".pinion-io-probe";
-
 /// Serves one shard; `main` builds the executor and calls this inside it.
 pub async fn serve(
     _id: ShardId,
@@ -244,13 +259,6 @@ pub async fn serve(
     cache_bytes: usize,
     requests: ConnectedReceiver<ShardRequest>,
 ) {
-    let probe = data_dir.join(IO_PROBE_FILE);
-    match glommio::io::DmaFile::open(&probe).await {
-        Ok(f) => {
-            let _ = f.close().await;
-        }
-        Err(e) => eprintln!("pinion: probing direct I/O with {}: {e}", probe.display()),
-    }
     let shard = Shard::new(data_dir, cache_bytes);
     shard.run(requests).await;
 }
