@@ -423,8 +423,31 @@ impl Coordinator {
                 let _ = reply.send(outcome);
             }
             GroupCall::DropTopic { topic } => {
-                let mut offsets = self.offsets.borrow_mut();
-                for committed in offsets.values_mut() {
+                // Tombstones first, so the offsets do not come back at the next start.
+                let dropped: Vec<(String, Vec<Entry>)> = self
+                    .offsets
+                    .borrow()
+                    .iter()
+                    .map(|(group, committed)| {
+                        let entries = committed
+                            .keys()
+                            .filter(|(t, _)| *t == topic)
+                            .map(|(t, p)| Entry::OffsetDelete {
+                                group: group.clone(),
+                                topic: t.clone(),
+                                partition: *p,
+                            })
+                            .collect::<Vec<_>>();
+                        (group.clone(), entries)
+                    })
+                    .filter(|(_, entries)| !entries.is_empty())
+                    .collect();
+                for (group, entries) in dropped {
+                    if let Err(e) = self.write(&group, &entries).await {
+                        eprintln!("pinion: dropping offsets of deleted topic {topic} for group {group}: {e}");
+                    }
+                }
+                for committed in self.offsets.borrow_mut().values_mut() {
                     committed.retain(|(t, _), _| *t != topic);
                 }
             }

@@ -338,12 +338,14 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The offset of the batch holding the largest timestamp, and that timestamp.
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        let segments = self.segments.borrow();
-        let best = segments.iter().max_by_key(|s| s.index.borrow().max_timestamp())?;
-        let ts = best.index.borrow().max_timestamp();
-        (ts >= 0).then_some((best.base_offset, ts))
+    /// The base offset of the (first) batch holding the largest timestamp, and that timestamp.
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let max = self.segments.borrow().iter().map(|s| s.index.borrow().max_timestamp()).max();
+        match max {
+            // The first batch reaching the largest timestamp is the one holding it.
+            Some(ts) if ts >= 0 => self.offset_for_timestamp(ts).await,
+            _ => Ok(None),
+        }
     }
 }
 

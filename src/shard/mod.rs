@@ -245,7 +245,7 @@ async fn list_offset(p: &Partition, timestamp: i64) -> Result<OffsetAndTimestamp
     let found = match timestamp {
         -2 => Some((p.log.log_start_offset(), -1)),
         -1 => Some((p.high_watermark(), -1)),
-        -3 => p.log.max_timestamp(),
+        -3 => p.log.max_timestamp().await.map_err(|e| PartitionError::Storage(e.to_string()))?,
         t => p.log.offset_for_timestamp(t).await.map_err(|e| PartitionError::Storage(e.to_string()))?,
     };
     let (offset, timestamp) = found.unwrap_or((-1, -1));
