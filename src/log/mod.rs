@@ -155,14 +155,19 @@ impl PartitionLog {
     }
 
     /// Writes whole, validated batches whose offsets continue the log, rolling segments at
-    /// `segment.bytes`. Returns when the bytes are on the device (not yet fdatasync'ed).
+    /// `segment.bytes` or `segment.ms`. Returns when the bytes are on the device (not yet
+    /// fdatasync'ed).
     pub async fn append(&self, batches: &[Bytes]) -> Result<(), LogError> {
         let mut i = 0;
         while i < batches.len() {
             let active = self.active();
-            let segment_bytes = self.config.borrow().segment_bytes;
+            let (segment_bytes, segment_ms) = {
+                let c = self.config.borrow();
+                (c.segment_bytes, c.segment_ms)
+            };
             let size = active.size_bytes.get();
-            if size > 0 && size + batches[i].len() as u64 > segment_bytes {
+            let too_old = segment_ms >= 0 && active.opened.elapsed().as_millis() >= segment_ms as u128;
+            if size > 0 && (size + batches[i].len() as u64 > segment_bytes || too_old) {
                 let base = BatchHeader::peek(&batches[i]).map(|h| h.base_offset()).unwrap_or(0);
                 self.roll(base).await?;
                 continue;
@@ -228,6 +233,53 @@ impl PartitionLog {
         active.size_bytes.set(pos);
         *self.tail.borrow_mut() = new_tail;
         Ok(())
+    }
+
+    /// Deletes the oldest sealed segments while their newest record is older than
+    /// `retention.ms`, or while the log stays at or above `retention.bytes` without them, as
+    /// Kafka does; the log start offset moves to the first segment kept. The active segment
+    /// is never deleted. Returns how many segments went.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let (retention_ms, retention_bytes) = {
+            let c = self.config.borrow();
+            (c.retention_ms, c.retention_bytes)
+        };
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let segments = self.segments.borrow();
+                let Some(oldest) = segments.first().filter(|_| segments.len() > 1) else { break };
+                let newest_ms = oldest.index.borrow().max_timestamp();
+                let too_old =
+                    retention_ms >= 0 && newest_ms >= 0 && newest_ms < now_ms.saturating_sub(retention_ms);
+                let total: u64 = segments.iter().map(|s| s.size_bytes.get()).sum();
+                let too_big = retention_bytes >= 0
+                    && total.saturating_sub(retention_bytes as u64) >= oldest.size_bytes.get();
+                if !(too_old || too_big) {
+                    break;
+                }
+                oldest.clone()
+            };
+            let mut segments = self.segments.borrow_mut();
+            segments.remove(0);
+            self.log_start_offset.set(segments[0].base_offset);
+            drop(segments);
+            // Readers holding the segment keep its file open; the name goes now.
+            for ext in ["log", "index", "timeindex"] {
+                let path = self.dir.join(segment::file_name(victim.base_offset, ext));
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(LogError::io("delete", &path, e))
+                    }
+                    _ => {}
+                }
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
     }
 
     /// Makes every completed write durable.
@@ -306,9 +358,9 @@ impl PartitionLog {
             while pos < size {
                 let buf = seg.read(pos, 1 << 20).await?;
                 let mut batches = batch::Batches::new(&buf);
-                for (_, h, _) in batches.by_ref() {
+                for (_, h, bytes) in batches.by_ref() {
                     if h.max_timestamp.get() >= timestamp {
-                        return Ok(Some((h.base_offset(), h.max_timestamp.get())));
+                        return Ok(Some(first_record_reaching(bytes, timestamp)));
                     }
                 }
                 let consumed = batches.position();
@@ -323,7 +375,7 @@ impl PartitionLog {
                             let buf = seg.read(pos, n).await?;
                             if let Ok(h) = BatchHeader::peek(&buf) {
                                 if h.max_timestamp.get() >= timestamp {
-                                    return Ok(Some((h.base_offset(), h.max_timestamp.get())));
+                                    return Ok(Some(first_record_reaching(&buf, timestamp)));
                                 }
                             }
                             pos += n as u64;
@@ -346,6 +398,29 @@ impl PartitionLog {
             Some(ts) if ts >= 0 => self.offset_for_timestamp(ts).await,
             _ => Ok(None),
         }
+    }
+}
+
+/// The offset and timestamp of the first record in `batch` whose timestamp is at least
+/// `timestamp` (the batch's max timestamp is). The batch is decoded, decompressing if needed,
+/// as Kafka does for this lookup; with LogAppendTime every record carries the batch's time.
+fn first_record_reaching(batch: &[u8], timestamp: i64) -> (i64, i64) {
+    let whole = match BatchHeader::peek(batch) {
+        Ok(h) => (h.base_offset(), h.max_timestamp.get()),
+        Err(_) => return (-1, -1),
+    };
+    if BatchHeader::peek(batch).is_ok_and(|h| h.attributes.get() & batch::ATTR_LOG_APPEND_TIME != 0) {
+        return whole;
+    }
+    let mut buf = Bytes::copy_from_slice(batch);
+    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| (r.offset, r.timestamp))
+            .unwrap_or(whole),
+        Err(_) => whole,
     }
 }
 

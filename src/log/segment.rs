@@ -36,6 +36,8 @@ pub struct Segment {
     /// One past the last offset stored here.
     pub next_offset: Cell<i64>,
     pub index: RefCell<SegmentIndex>,
+    /// When this segment was created or opened, for `segment.ms` rolling.
+    pub opened: std::time::Instant,
 }
 
 /// What a scan of a segment found.
@@ -116,6 +118,7 @@ impl Segment {
             size_bytes: Cell::new(size_bytes),
             next_offset: Cell::new(next_offset),
             index: RefCell::new(index),
+            opened: std::time::Instant::now(),
         }
     }
 

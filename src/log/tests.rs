@@ -774,3 +774,48 @@ fn one_append_larger_than_the_largest_write() {
         check(log, all).await;
     });
 }
+
+#[test]
+fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
+    run(|| async {
+        let dir = test_dir();
+        let mut cfg = config(1000, 100);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        // Timestamps 100..: old enough for any retention below.
+        let specs: Vec<(i32, i64)> = (0..30).map(|i| (2, 100 + i64::from(i))).collect();
+        append(&log, &mut all, &specs, 40).await;
+        let segments = files(dir.path(), "log").len();
+        assert!(segments >= 3, "several segments to work with");
+
+        // Nothing is old or big enough yet: nothing goes.
+        assert_eq!(log.apply_retention(1_000).unwrap(), 0);
+
+        // retention.bytes: keep at least this many bytes, deleting whole segments only.
+        cfg.retention_bytes = 1500;
+        log.set_config(cfg.clone());
+        let deleted = log.apply_retention(1_000).unwrap();
+        assert!(deleted >= 1);
+        let kept: u64 = files(dir.path(), "log").iter().map(|(_, p)| file_len(p)).sum();
+        assert!(kept >= 1500, "{kept} bytes kept");
+        let start = log.log_start_offset();
+        assert_eq!(start, files(dir.path(), "log")[0].0, "log start is the first segment kept");
+        assert!(log.read(start, 1 << 20, log.next_offset()).await.unwrap().is_some());
+
+        // retention.ms: every sealed segment is older than this; the active one stays.
+        cfg.retention_bytes = -1;
+        cfg.retention_ms = 10;
+        log.set_config(cfg);
+        log.apply_retention(1_000_000).unwrap();
+        let left = files(dir.path(), "log");
+        assert_eq!(left.len(), 1, "only the active segment is left");
+        assert_eq!(log.log_start_offset(), left[0].0);
+        assert!(!dir.path().join(segment::file_name(0, "index")).exists());
+
+        // A restart agrees on where the log starts.
+        log.close().await.unwrap();
+        drop(log);
+        let (again, _) = open(dir.path(), &config(1000, 100)).await;
+        assert_eq!(again.log_start_offset(), left[0].0);
+    });
+}

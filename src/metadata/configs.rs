@@ -320,6 +320,9 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), ConfigValueError> {
         value: value.to_string(),
         reason,
     };
+    if let Some(why) = not_offered(def.name, value) {
+        return Err(invalid(why.into()));
+    }
     let number = match def.kind {
         Kind::Bool => {
             return match value.to_ascii_lowercase().as_str() {
@@ -348,6 +351,21 @@ pub fn validate(def: &ConfigDef, value: &str) -> Result<(), ConfigValueError> {
     match def.min {
         Some(min) if number < min => Err(invalid(format!("must be at least {min}"))),
         _ => Ok(()),
+    }
+}
+
+/// Values Kafka accepts that pinion does not implement: refused with a reason rather than
+/// accepted and ignored. Batches are stored as produced (no broker-side recompression), and
+/// log compaction is not offered.
+fn not_offered(name: &str, value: &str) -> Option<&'static str> {
+    match name {
+        "compression.type" if value != "producer" => {
+            Some("pinion stores batches as the producer compressed them; only \"producer\" is supported")
+        }
+        "cleanup.policy" | "log.cleanup.policy" if value.split(',').any(|v| v.trim() == "compact") => {
+            Some("log compaction is not supported; use \"delete\"")
+        }
+        _ => None,
     }
 }
 
@@ -509,8 +527,10 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         let d = &topic_def("cleanup.policy").unwrap().0;
-        assert!(validate(d, "compact,delete").is_ok());
+        assert!(validate(d, "delete").is_ok());
         assert!(validate(d, "shred").is_err());
+        assert!(validate(d, "compact,delete").is_err(), "compaction is refused, not ignored");
+        assert!(validate(&topic_def("compression.type").unwrap().0, "gzip").is_err());
         let d = &topic_def("segment.bytes").unwrap().0;
         assert!(validate(d, "10").is_err());
         assert!(validate(d, "abc").is_err());

@@ -147,8 +147,13 @@ impl Metadata {
     /// A producer id never handed out before.
     pub fn new_producer_id(&mut self) -> Result<i64, MetadataError> {
         if self.next_producer_id >= self.producer_ids_reserved {
+            let before = self.producer_ids_reserved;
             self.producer_ids_reserved = self.next_producer_id + PRODUCER_ID_BLOCK;
-            self.save()?;
+            if let Err(e) = self.save() {
+                // Not durable: hand nothing out of the new block.
+                self.producer_ids_reserved = before;
+                return Err(e);
+            }
         }
         self.next_producer_id += 1;
         Ok(self.next_producer_id - 1)

@@ -125,6 +125,20 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Attribute bit: the batch's timestamps are the broker's log-append time.
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+
+/// Stamps a batch with the broker's log-append time, as Kafka does for topics with
+/// `message.timestamp.type=LogAppendTime`: the timestamp-type bit and the max timestamp
+/// change, so the CRC is computed again.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | ATTR_LOG_APPEND_TIME;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates over whole batches laid out back to back, stopping at the first incomplete one.
 pub struct Batches<'a> {
     buf: &'a [u8],
@@ -222,6 +236,15 @@ pub mod tests {
         let h = validate(&b).expect("still valid");
         assert_eq!(h.base_offset(), 1234);
         assert_eq!(h.last_offset(), 1235);
+    }
+
+    #[test]
+    fn log_append_time_stamp_keeps_the_batch_valid() {
+        let mut b = make_batch(0, 2, 1000, b"x");
+        set_log_append_time(&mut b, 5555);
+        let h = validate(&b).expect("CRC recomputed");
+        assert_eq!(h.max_timestamp.get(), 5555);
+        assert_ne!(h.attributes.get() & ATTR_LOG_APPEND_TIME, 0);
     }
 
     #[test]

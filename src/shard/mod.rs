@@ -53,6 +53,7 @@ impl Shard {
     /// Serves requests until `Shutdown`. Produce appends happen here, in arrival order, so that
     /// requests from one connection keep their order; everything that waits runs in its own task.
     pub async fn run(self: Rc<Self>, requests: ConnectedReceiver<ShardRequest>) {
+        glommio::spawn_local(retention_loop(Rc::downgrade(&self))).detach();
         while let Some(request) = requests.recv().await {
             match request {
                 ShardRequest::Produce { acks, items, reply } => self.produce(acks, items, reply),
@@ -236,6 +237,29 @@ impl Shard {
         for p in partitions {
             if let Err(e) = p.close().await {
                 eprintln!("pinion: closing {}: {e}", p.tp);
+            }
+        }
+    }
+}
+
+/// How often each partition's retention is checked (Kafka: log.retention.check.interval.ms).
+const RETENTION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn retention_loop(shard: std::rc::Weak<Shard>) {
+    loop {
+        glommio::timer::sleep(RETENTION_CHECK).await;
+        let Some(shard) = shard.upgrade() else { return };
+        let now = crate::group::store::now_ms();
+        let partitions: Vec<Rc<Partition>> = shard.partitions.borrow().values().cloned().collect();
+        for p in partitions {
+            match p.log.apply_retention(now) {
+                Ok(0) => {}
+                Ok(n) => eprintln!(
+                    "pinion: {}: retention deleted {n} segments, log starts at {}",
+                    p.tp,
+                    p.log.log_start_offset()
+                ),
+                Err(e) => eprintln!("pinion: {}: retention: {e}", p.tp),
             }
         }
     }

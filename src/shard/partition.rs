@@ -187,6 +187,8 @@ impl Partition {
         let base_offset = st.next_offset;
         let mut arena = arena.borrow_mut();
         let mut added = 0;
+        // LogAppendTime: the broker's clock stamps each batch (and so its CRC is recomputed).
+        let append_time = st.config.log_append_time.then(crate::group::store::now_ms);
         for (pos, total, count, producer) in spans {
             if let Some(seq) = producer {
                 let offset = st.next_offset;
@@ -198,6 +200,9 @@ impl Partition {
             arena.extend_from_slice(&records[pos..pos + total]);
             let mut copy = arena.split_to(total);
             batch::set_base_offset(&mut copy, st.next_offset);
+            if let Some(now) = append_time {
+                batch::set_log_append_time(&mut copy, now);
+            }
             let copy = copy.freeze();
             st.next_offset += count;
             st.unsynced_messages += count;
@@ -212,8 +217,11 @@ impl Partition {
             Acks::None | Acks::Leader => st.ack_waiters.push(AckWaiter { end_offset, needs_sync: false, tx }),
             Acks::All => st.ack_waiters.push(AckWaiter { end_offset, needs_sync: true, tx }),
         }
-        let appended =
-            Appended { base_offset, log_start_offset: self.log.log_start_offset(), log_append_time_ms: -1 };
+        let appended = Appended {
+            base_offset,
+            log_start_offset: self.log.log_start_offset(),
+            log_append_time_ms: append_time.unwrap_or(-1),
+        };
         drop(st);
         let _ = self.wake.try_send(());
         Ok((appended, rx))
