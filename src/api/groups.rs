@@ -1,6 +1,6 @@
 //! The classic consumer-group APIs: FindCoordinator (0-6), JoinGroup (0-9), SyncGroup (0-5),
 //! Heartbeat (0-4), LeaveGroup (0-5), OffsetCommit (2-9), OffsetFetch (1-9), ListGroups (0-5),
-//! DescribeGroups (0-5), DeleteGroups (0-2), OffsetDelete (0). Each group lives on the shard that
+//! DescribeGroups (0-6), DeleteGroups (0-2), OffsetDelete (0). Each group lives on the shard that
 //! owns its `__consumer_offsets` partition; this module forwards to it and shapes the answers.
 
 use std::collections::BTreeMap;
@@ -447,6 +447,13 @@ pub async fn describe(router: &Router, version: i16, req: DescribeGroupsRequest)
                         .with_member_assignment(m.assignment)
                 })
                 .collect();
+            if version >= 6 && d.state == "Dead" {
+                return DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(s(d.state))
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(s(format!("group {} does not exist", d.group_id))));
+            }
             let mut g = DescribedGroup::default()
                 .with_group_id(id)
                 .with_group_state(s(d.state))

@@ -1,4 +1,4 @@
-//! Metadata (versions 0-12, with auto-creation of unknown topics) and DescribeCluster (0-1).
+//! Metadata (versions 0-13, with auto-creation of unknown topics) and DescribeCluster (0-2).
 
 use std::collections::BTreeMap;
 

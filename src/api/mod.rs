@@ -40,14 +40,14 @@ pub enum Dispatched {
 
 /// Every API pinion serves, with the versions it serves. Nothing else is advertised.
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    (ApiKey::Produce, 3, 13),
     (
         ApiKey::Fetch,
         crate::protocol::fetch_response::VERSION_MIN,
         crate::protocol::fetch_response::VERSION_MAX,
     ),
-    (ApiKey::ListOffsets, 1, 9),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -55,7 +55,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
@@ -65,7 +65,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
 ];
@@ -114,7 +114,7 @@ pub async fn dispatch(router: &Rc<Router>, frame: Bytes, peer: &Rc<str>) -> Resu
             Ok(Dispatched::Now(encode(ResponseKind::ApiVersions(versions::handle(version)))))
         }
         RequestKind::Produce(req) => {
-            let pending = produce::send(&router, req).await;
+            let pending = produce::send(&router, version, req).await;
             match pending {
                 None => Ok(Dispatched::Now(Outcome::Silent)),
                 Some(pending) => {

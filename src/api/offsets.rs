@@ -1,4 +1,4 @@
-//! ListOffsets (versions 1-9): earliest (-2), latest (-1), max timestamp (-3), and lookup by
+//! ListOffsets (versions 1-10): earliest (-2), latest (-1), max timestamp (-3), and lookup by
 //! timestamp. The tiered-storage variants (-4 earliest local, -5 latest tiered) mean earliest and
 //! latest here, since every segment is local.
 

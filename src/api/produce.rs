@@ -1,4 +1,4 @@
-//! Produce (versions 3-11): acks 0, 1 and all. Each partition's records go to its shard as they
+//! Produce (versions 3-13; 13 names topics by id): acks 0, 1 and all. Each partition's records go to its shard as they
 //! came, the shard validates and appends them, and the answer waits for the acks asked for.
 
 use kafka_protocol::error::ResponseError;
@@ -13,7 +13,7 @@ use crate::shard::messages::{Acks, Appended, ProduceItem, ShardRequest, TopicPar
 
 /// Partitions of one topic in request order: index, and the slot of its shard answer or the
 /// error code it got without reaching a shard.
-type TopicLayout = (kafka_protocol::messages::TopicName, Vec<(i32, Result<usize, i16>)>);
+type TopicLayout = (kafka_protocol::messages::TopicName, uuid::Uuid, Vec<(i32, Result<usize, i16>)>);
 
 /// A produce request whose batches are on their shards, awaiting acknowledgement.
 pub struct Pending {
@@ -24,16 +24,22 @@ pub struct Pending {
 }
 
 /// Sends every partition's records to its shard. `None` for acks=0, which gets no response.
-pub async fn send(router: &Router, req: ProduceRequest) -> Option<Pending> {
+pub async fn send(router: &Router, version: i16, req: ProduceRequest) -> Option<Pending> {
     let acks = Acks::from_wire(req.acks);
     let mut items = Vec::new();
     let mut layout = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
-        let name: std::sync::Arc<str> = std::sync::Arc::from(topic.name.as_str());
+        let resolved = if version >= 13 {
+            router.metadata.borrow().topic_by_id(topic.topic_id).map(|(n, _)| n.clone())
+        } else {
+            Some(topic.name.to_string())
+        };
+        let name: std::sync::Arc<str> = std::sync::Arc::from(resolved.clone().unwrap_or_default().as_str());
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let slot = match (acks, router.shard_of(&name, p.index), p.records) {
                 (None, _, _) => Err(ResponseError::InvalidRequiredAcks.code()),
+                (_, None, _) if resolved.is_none() => Err(ResponseError::UnknownTopicId.code()),
                 (_, None, _) => Err(ResponseError::UnknownTopicOrPartition.code()),
                 (_, _, None) => Err(ResponseError::CorruptMessage.code()),
                 (Some(_), Some(shard), Some(records)) => {
@@ -46,7 +52,7 @@ pub async fn send(router: &Router, req: ProduceRequest) -> Option<Pending> {
             };
             parts.push((p.index, slot));
         }
-        layout.push((topic.name, parts));
+        layout.push((topic.name, topic.topic_id, parts));
     }
     let acks = acks.unwrap_or(Acks::All);
     let gather =
@@ -63,7 +69,7 @@ impl Pending {
         let responses = self
             .layout
             .into_iter()
-            .map(|(name, parts)| {
+            .map(|(name, topic_id, parts)| {
                 let partition_responses = parts
                     .into_iter()
                     .map(|(index, slot)| {
@@ -88,7 +94,10 @@ impl Pending {
                         }
                     })
                     .collect();
-                TopicProduceResponse::default().with_name(name).with_partition_responses(partition_responses)
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_topic_id(topic_id)
+                    .with_partition_responses(partition_responses)
             })
             .collect();
         ProduceResponse::default().with_responses(responses)

@@ -1,13 +1,13 @@
 //! The Fetch response, encoded by hand so stored batches go to the socket untouched: the
 //! encoder emits the response as a list of buffers, small encoded pieces interleaved with the
 //! batches' own `Bytes`, ready for one vectored write. Field order and types follow Kafka's
-//! FetchResponse schema, versions 4 to 16.
+//! FetchResponse schema, versions 4 to 18 (17 and 18 changed only the request).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 pub const VERSION_MIN: i16 = 4;
-pub const VERSION_MAX: i16 = 16;
+pub const VERSION_MAX: i16 = 18;
 
 pub struct PartitionOut {
     pub partition_index: i32,
