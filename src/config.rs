@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::metadata::configs::{self, BrokerConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "pinion", version, about = "A Kafka-compatible event-streaming broker")]
+#[command(name = "pinion", version, about = "A Kafka-compatible event-streaming broker and its command line")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// The client commands: topic, produce, consume, group, config, cluster, dump-log.
+    #[command(flatten)]
+    Client(crate::cli::Command),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -235,6 +238,7 @@ mod tests {
         v.extend_from_slice(extra);
         match Cli::parse_from(v).command {
             Command::Serve(a) => a,
+            Command::Client(c) => panic!("parsed a client command: {c:?}"),
         }
     }
 

@@ -3,6 +3,8 @@
 
 mod alloc;
 mod api;
+mod cli;
+mod client;
 mod config;
 mod group;
 mod log;
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             ServeConfig::from_args(&args, &config::online_cpus()).map_err(|e| e.to_string()).and_then(serve)
         }
+        Command::Client(command) => return cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,177 @@
+//! Probes of the machine's own limits, to set the broker's figures against: sequential direct-I/O
+//! write and read bandwidth of a directory's disk, the latency of the smallest durable write
+//! (rewrite one 4 KiB block + fdatasync, the floor under an acks=all produce), and TCP bandwidth
+//! over loopback between two threads.
+
+use std::alloc::{self, Layout};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::args::{parse_cpu_list, DiskArgs, LoopbackArgs};
+use crate::produce::pin;
+use crate::stats::{latency_us, new_histogram};
+
+/// Direct I/O needs buffers, offsets and sizes aligned to the logical block size; 4 KiB covers
+/// every common device.
+const ALIGN_BYTES: usize = 4096;
+const FSYNC_SAMPLES: usize = 2000;
+
+/// A heap buffer aligned for direct I/O.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = Layout::from_size_align(len, ALIGN_BYTES).expect("valid layout");
+        // SAFETY: the layout has a non-zero size (checked by callers).
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory allocating {len} bytes");
+        AlignedBuf { ptr, layout }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr holds layout.size() initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new() with this layout.
+        unsafe { alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+fn open_direct(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .with_context(|| format!("cannot open {} with O_DIRECT", path.display()))
+}
+
+pub fn disk(args: &DiskArgs) -> Result<Value> {
+    if args.io_bytes == 0 || !args.io_bytes.is_multiple_of(ALIGN_BYTES) {
+        bail!("--io-bytes must be a positive multiple of {ALIGN_BYTES}");
+    }
+    let path = args.dir.join(format!(".pinion-bench-disk-{}", std::process::id()));
+    let result = disk_at(&path, args);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn disk_at(path: &Path, args: &DiskArgs) -> Result<Value> {
+    let writes = args.total_bytes.div_ceil(args.io_bytes as u64).max(1);
+    let total = writes * args.io_bytes as u64;
+    let mut buf = AlignedBuf::new(args.io_bytes);
+    for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+        *b = b'A' + (i.wrapping_mul(7919) % 26) as u8;
+    }
+    // A fresh file that grows with every write, as the broker's segments do.
+    let file = open_direct(path, true)?;
+    let started = Instant::now();
+    for i in 0..writes {
+        file.write_all_at(buf.as_mut_slice(), i * args.io_bytes as u64).context("direct write")?;
+    }
+    file.sync_data().context("fdatasync")?;
+    let write_secs = started.elapsed().as_secs_f64();
+    drop(file);
+
+    let file = open_direct(path, false)?;
+    let started = Instant::now();
+    for i in 0..writes {
+        file.read_exact_at(buf.as_mut_slice(), i * args.io_bytes as u64).context("direct read")?;
+    }
+    let read_secs = started.elapsed().as_secs_f64();
+
+    // The acks=all floor: rewrite the partly filled last block and make it durable.
+    let mut block = AlignedBuf::new(ALIGN_BYTES);
+    let mut hist = new_histogram();
+    let clock = Instant::now();
+    for i in 0..FSYNC_SAMPLES {
+        block.as_mut_slice()[i % ALIGN_BYTES] = b'x';
+        let t0 = clock.elapsed().as_nanos() as u64;
+        file.write_all_at(block.as_mut_slice(), total).context("direct write")?;
+        file.sync_data().context("fdatasync")?;
+        hist.record(latency_us(t0, clock.elapsed().as_nanos() as u64)).expect("in range");
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(json!({
+        "dir": args.dir.display().to_string(),
+        "io_bytes": args.io_bytes,
+        "total_bytes": total,
+        "write_gb_per_s": total as f64 / write_secs / 1e9,
+        "read_gb_per_s": total as f64 / read_secs / 1e9,
+        "fsync_4k_ms": { "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0 },
+    }))
+}
+
+pub fn print_disk(v: &Value) {
+    println!(
+        "disk {}: O_DIRECT {} B sequential writes {:.2} GB/s (fdatasync included), reads {:.2} GB/s",
+        v["dir"].as_str().unwrap_or(""),
+        v["io_bytes"],
+        v["write_gb_per_s"].as_f64().unwrap_or(0.0),
+        v["read_gb_per_s"].as_f64().unwrap_or(0.0)
+    );
+    let f = &v["fsync_4k_ms"];
+    println!(
+        "  rewrite 4 KiB + fdatasync: p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms",
+        f["p50"].as_f64().unwrap_or(0.0),
+        f["p99"].as_f64().unwrap_or(0.0),
+        f["p99_9"].as_f64().unwrap_or(0.0),
+        f["max"].as_f64().unwrap_or(0.0)
+    );
+}
+
+pub fn loopback(args: &LoopbackArgs) -> Result<Value> {
+    let cpus = match &args.cpus {
+        Some(list) => parse_cpu_list(list).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let sender_cpu = cpus.first().copied();
+    let receiver_cpu = cpus.get(1).or(cpus.first()).copied();
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let chunk = args.chunk_bytes.max(1);
+    let receiver = std::thread::spawn(move || -> Result<(u64, Duration)> {
+        pin(receiver_cpu);
+        let (mut stream, _) = listener.accept()?;
+        let mut buf = vec![0u8; chunk];
+        let mut bytes = 0u64;
+        let started = Instant::now();
+        loop {
+            match stream.read(&mut buf)? {
+                0 => return Ok((bytes, started.elapsed())),
+                n => bytes += n as u64,
+            }
+        }
+    });
+    pin(sender_cpu);
+    let mut stream = TcpStream::connect(addr)?;
+    let buf = vec![b'x'; chunk];
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    while Instant::now() < deadline {
+        stream.write_all(&buf)?;
+    }
+    drop(stream);
+    let (bytes, elapsed) = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    Ok(json!({
+        "chunk_bytes": chunk,
+        "bytes": bytes,
+        "elapsed_s": elapsed.as_secs_f64(),
+        "gb_per_s": bytes as f64 / elapsed.as_secs_f64() / 1e9,
+    }))
+}
