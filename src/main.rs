@@ -71,13 +71,22 @@ fn serve(config: ServeConfig) -> Result<(), String> {
             .spin_before_park(Duration::from_micros(config.spin_before_park_us))
     };
     let mut senders = Vec::with_capacity(shard_cpus.len());
+    let mut completions = Vec::with_capacity(shard_cpus.len());
     let mut shards = Vec::with_capacity(shard_cpus.len());
     for (i, cpu) in shard_cpus.iter().enumerate() {
         let (tx, rx) = shared_channel::new_bounded(SHARD_QUEUE_DEPTH);
         senders.push(tx);
+        // Replies travel back on their own channel, to be completed on the router's thread.
+        let (done_tx, done_rx) = shared_channel::new_bounded(SHARD_QUEUE_DEPTH);
+        completions.push(done_rx);
         let (dir, cache) = (config.data_dir.clone(), config.fetch_cache_bytes);
         let handle = builder(format!("shard-{i}"), *cpu)
-            .spawn(move || async move { shard::serve(ShardId(i), dir, cache, rx.connect().await).await })
+            .spawn(move || async move {
+                // Each connect waits for its peer, so both are made at once.
+                let (done, requests) = futures::join!(done_tx.connect(), rx.connect());
+                shard::messages::ship_replies_through(done);
+                shard::serve(ShardId(i), dir, cache, requests).await
+            })
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         shards.push(handle);
     }
@@ -90,8 +99,15 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     let router = builder("router".into(), router_cpu)
         .spawn(move || async move {
             let mut connected = Vec::with_capacity(senders.len());
-            for s in senders {
-                connected.push(s.connect().await);
+            for (s, done) in senders.into_iter().zip(completions) {
+                let (s, done) = futures::join!(s.connect(), done.connect());
+                connected.push(s);
+                glommio::spawn_local(async move {
+                    while let Some(complete) = done.recv().await {
+                        complete();
+                    }
+                })
+                .detach();
             }
             router::run(router_config, connected, stop).await
         })

@@ -28,7 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::group::state::{JoinArgs, JoinResult, SyncResult};
 use crate::group::{CommitItem, FetchedOffsets, GroupCall, GroupDescription};
 use crate::router::Router;
-use crate::shard::messages::ShardRequest;
+use crate::shard::messages::{Reply, ShardRequest};
 use crate::shard::ShardId;
 
 /// Who sent a request: for JoinGroup's member records.
@@ -42,13 +42,13 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 /// Sends a call to the group's shard; `None` if the coordinator could not answer.
-async fn call<T>(
+async fn call<T: Send + 'static>(
     router: &Router,
     shard: ShardId,
-    make: impl FnOnce(oneshot::Sender<T>) -> GroupCall,
+    make: impl FnOnce(Reply<T>) -> GroupCall,
 ) -> Option<T> {
     let (tx, rx) = oneshot::channel();
-    router.post(shard, ShardRequest::Group(make(tx))).await.ok()?;
+    router.post(shard, ShardRequest::Group(make(Reply::new(tx)))).await.ok()?;
     rx.await.ok()
 }
 

@@ -303,7 +303,7 @@ impl Coordinator {
                 };
                 let result =
                     rx.await.unwrap_or_else(|_| JoinResult::error(ResponseError::UnknownServerError, ""));
-                let _ = reply.send(result);
+                reply.send(result);
             }
             GroupCall::Sync {
                 group,
@@ -348,14 +348,14 @@ impl Coordinator {
                 };
                 let result =
                     rx.await.unwrap_or_else(|_| SyncResult::error(ResponseError::UnknownServerError));
-                let _ = reply.send(result);
+                reply.send(result);
             }
             GroupCall::Heartbeat { group, member_id, instance, generation_id, reply } => {
                 let code = match self.groups.borrow_mut().get_mut(&group) {
                     None => ResponseError::UnknownMemberId.code(),
                     Some(entry) => entry.group.heartbeat(&member_id, &instance, generation_id, now),
                 };
-                let _ = reply.send(code);
+                reply.send(code);
             }
             GroupCall::Leave { group, members, reply } => {
                 let outcome = {
@@ -370,11 +370,11 @@ impl Coordinator {
                         }
                     }
                 };
-                let _ = reply.send(outcome);
+                reply.send(outcome);
             }
             GroupCall::Commit { group, member_id, instance, generation_id, items, reply } => {
                 let codes = self.commit(&group, &member_id, &instance, generation_id, items, now).await;
-                let _ = reply.send(codes);
+                reply.send(codes);
             }
             GroupCall::Fetch { group, partitions, reply } => {
                 let offsets = self.offsets.borrow();
@@ -391,13 +391,13 @@ impl Coordinator {
                         .map(|o| o.iter().map(|((t, p), c)| (t.clone(), *p, Some(c.clone()))).collect())
                         .unwrap_or_default(),
                 };
-                let _ = reply.send(out);
+                reply.send(out);
             }
             GroupCall::Describe { groups, reply } => {
                 let all = self.groups.borrow();
                 let out =
                     groups.into_iter().map(|id| describe(&id, all.get(&id).map(|e| &e.group))).collect();
-                let _ = reply.send(out);
+                reply.send(out);
             }
             GroupCall::List { reply } => {
                 let out = self
@@ -409,18 +409,18 @@ impl Coordinator {
                         (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name())
                     })
                     .collect();
-                let _ = reply.send(out);
+                reply.send(out);
             }
             GroupCall::Delete { groups, reply } => {
                 let mut codes = Vec::with_capacity(groups.len());
                 for id in groups {
                     codes.push(self.delete_group(&id).await);
                 }
-                let _ = reply.send(codes);
+                reply.send(codes);
             }
             GroupCall::OffsetDelete { group, partitions, reply } => {
                 let outcome = self.delete_offsets(&group, partitions).await;
-                let _ = reply.send(outcome);
+                reply.send(outcome);
             }
             GroupCall::DropTopic { topic } => {
                 // Tombstones first, so the offsets do not come back at the next start.

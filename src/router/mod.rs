@@ -45,7 +45,7 @@ impl Router {
     }
 
     /// Sends a request to a shard and waits for its reply.
-    pub async fn ask<T>(
+    pub async fn ask<T: Send + 'static>(
         &self,
         shard: ShardId,
         make: impl FnOnce(Reply<T>) -> ShardRequest,
@@ -55,14 +55,14 @@ impl Router {
     }
 
     /// Sends a request to a shard; the reply comes on the returned receiver.
-    pub async fn send<T>(
+    pub async fn send<T: Send + 'static>(
         &self,
         shard: ShardId,
         make: impl FnOnce(Reply<T>) -> ShardRequest,
     ) -> Result<oneshot::Receiver<T>, ShardGone> {
         let (tx, rx) = oneshot::channel();
         let sender = self.shards.get(shard.0).ok_or(ShardGone(shard.0))?;
-        sender.send(make(tx)).await.map_err(|_| ShardGone(shard.0))?;
+        sender.send(make(Reply::new(tx))).await.map_err(|_| ShardGone(shard.0))?;
         Ok(rx)
     }
 

@@ -16,7 +16,7 @@ pub struct Gather<R> {
 }
 
 /// Sends `items` (each tagged with its shard) in one message per shard, built by `make`.
-pub async fn send<I, R>(
+pub async fn send<I, R: Send + 'static>(
     router: &Router,
     items: Vec<(ShardId, I)>,
     make: impl Fn(Vec<I>, Reply<Vec<R>>) -> ShardRequest,
@@ -58,7 +58,7 @@ impl<R> Gather<R> {
 }
 
 /// Sends and waits.
-pub async fn ask<I, R>(
+pub async fn ask<I, R: Send + 'static>(
     router: &Router,
     items: Vec<(ShardId, I)>,
     make: impl Fn(Vec<I>, Reply<Vec<R>>) -> ShardRequest,

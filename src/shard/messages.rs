@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use glommio::channels::shared_channel::ConnectedSender;
 
 use crate::metadata::configs::LogConfig;
 use crate::protocol::errors::PartitionError;
@@ -93,7 +94,69 @@ pub struct OffsetAndTimestamp {
     pub timestamp: i64,
 }
 
-pub type Reply<T> = oneshot::Sender<T>;
+/// Work to run on the router's thread: completing (or dropping) a reply.
+pub type Completion = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// On a shard thread: the channel that carries completions back to the router.
+    static COMPLETIONS: std::cell::RefCell<Option<std::rc::Rc<ConnectedSender<Completion>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes this thread ship every `Reply` it completes or drops to the router through `sender`.
+pub fn ship_replies_through(sender: ConnectedSender<Completion>) {
+    COMPLETIONS.with(|c| *c.borrow_mut() = Some(std::rc::Rc::new(sender)));
+}
+
+/// The answer to a request from the router. A shard never completes it on its own thread:
+/// completing or dropping a oneshot wakes the router task waiting on it, and glommio's path for
+/// waking a task from a foreign thread races with that task's teardown (a double free was seen
+/// under load). So the completion travels back on a glommio channel, which notifies the router's
+/// executor safely, and runs there.
+pub struct Reply<T: Send + 'static> {
+    tx: Option<oneshot::Sender<T>>,
+}
+
+impl<T: Send + 'static> Reply<T> {
+    pub fn new(tx: oneshot::Sender<T>) -> Reply<T> {
+        Reply { tx: Some(tx) }
+    }
+
+    pub fn send(mut self, value: T) {
+        if let Some(tx) = self.tx.take() {
+            ship(Box::new(move || {
+                let _ = tx.send(value);
+            }));
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            ship(Box::new(move || drop(tx)));
+        }
+    }
+}
+
+fn ship(completion: Completion) {
+    let sender = COMPLETIONS.with(|c| c.borrow().clone());
+    match sender {
+        // Not a shard thread (the router itself, or a test): complete here.
+        None => completion(),
+        Some(sender) => match sender.try_send(completion) {
+            Ok(()) => {}
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(completion))) => {
+                glommio::spawn_local(async move {
+                    let _ = sender.send(completion).await;
+                })
+                .detach();
+            }
+            // The router is gone: nobody waits for the answer any more.
+            Err(_) => {}
+        },
+    }
+}
 
 pub enum ShardRequest {
     Produce {

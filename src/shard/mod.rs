@@ -59,7 +59,7 @@ impl Shard {
                 ShardRequest::Produce { acks, items, reply } => self.produce(acks, items, reply),
                 ShardRequest::Shutdown { reply } => {
                     self.shutdown().await;
-                    let _ = reply.send(());
+                    reply.send(());
                     return;
                 }
                 other => {
@@ -81,7 +81,7 @@ impl Shard {
                         Err(e) => Err(e),
                     });
                 }
-                let _ = reply.send(out);
+                reply.send(out);
             }
             ShardRequest::WaitForData { items, deadline, reply } => {
                 self.wait_for_data(items, deadline, reply).await
@@ -94,7 +94,7 @@ impl Shard {
                         Err(e) => Err(e),
                     });
                 }
-                let _ = reply.send(out);
+                reply.send(out);
             }
             ShardRequest::OpenPartitions { fresh, items, reply } => {
                 let mut out = Vec::with_capacity(items.len());
@@ -104,13 +104,13 @@ impl Shard {
                     }
                     out.push(self.open_partition(tp, config).await);
                 }
-                let _ = reply.send(out);
+                reply.send(out);
             }
             ShardRequest::DeletePartitions { items, reply } => {
                 for tp in items {
                     self.delete_partition(&tp).await;
                 }
-                let _ = reply.send(());
+                reply.send(());
             }
             ShardRequest::SetConfig { topic, config } => {
                 for (tp, p) in self.partitions.borrow().iter() {
@@ -121,7 +121,7 @@ impl Shard {
             }
             ShardRequest::OpenGroups { owned, total, limits, retention_ms, reply } => {
                 let opened = Coordinator::open(&self.data_dir, &owned, total, limits, retention_ms).await;
-                let _ = reply.send(opened.map(|c| {
+                reply.send(opened.map(|c| {
                     *self.groups.borrow_mut() = Some(c);
                 }));
             }
@@ -170,7 +170,7 @@ impl Shard {
                     }
                 }
             }
-            let _ = reply.send(results);
+            reply.send(results);
         })
         .detach();
     }
@@ -191,7 +191,7 @@ impl Shard {
             let _ = select(rx, Box::pin(timeout)).await;
         }
         waiter.borrow_mut().take();
-        let _ = reply.send(());
+        reply.send(());
     }
 
     async fn open_partition(&self, tp: TopicPartition, config: LogConfig) -> Result<(), String> {
