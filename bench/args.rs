@@ -202,9 +202,12 @@ pub struct DiskArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LoopbackArgs {
-    /// Seconds to stream.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds to stream, per run.
+    #[arg(long, default_value_t = 2.0)]
     pub duration: f64,
+    /// Runs; the best is the limit (a shared machine only ever slows a run down).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Bytes per write() call.
     #[arg(long, default_value_t = 1 << 20)]
     pub chunk_bytes: usize,

@@ -47,6 +47,7 @@ pub fn spawn(plan: ConsumerPlan, stats: Arc<Stats>) -> Result<JoinHandle<()>> {
     let conn = Connection::connect(&plan.topic.leader, &plan.client_id)?;
     let version = conn.version(&FETCH)?;
     conn.stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
+    conn.stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
     let cell = stats.consumed.new_cell();
     let handle = thread::Builder::new().name(format!("consumer-{}", plan.id)).spawn(move || {
         pin(plan.cpu);

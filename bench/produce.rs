@@ -65,6 +65,7 @@ pub fn spawn(plan: ProducerPlan, stats: Arc<Stats>, acked_ends: AckedEnds) -> Re
     }
     let response_timeout = Duration::from_millis(plan.args.request_timeout_ms.max(0) as u64) + RESPONSE_GRACE;
     conn.stream.set_read_timeout(Some(response_timeout))?;
+    conn.stream.set_write_timeout(Some(response_timeout))?;
     let name = format!("producer-{}", plan.id);
     let handle = thread::Builder::new().name(name).spawn(move || {
         pin(plan.writer_cpu);
