@@ -114,13 +114,18 @@ pub async fn dispatch(router: &Rc<Router>, frame: Bytes, peer: &Rc<str>) -> Resu
             Ok(Dispatched::Now(encode(ResponseKind::ApiVersions(versions::handle(version)))))
         }
         RequestKind::Produce(req) => {
+            let silent = req.acks == 0;
             let pending = produce::send(&router, version, req).await;
-            match pending {
-                None => Ok(Dispatched::Now(Outcome::Silent)),
-                Some(pending) => {
-                    later(Box::pin(async move { encode(ResponseKind::Produce(pending.finish().await)) }))
+            later(Box::pin(async move {
+                let response = pending.finish().await;
+                // acks=0 gets no response, but its request slot is held until the write is
+                // done: without that, a fast producer could queue unbounded data in memory.
+                if silent {
+                    Outcome::Silent
+                } else {
+                    encode(ResponseKind::Produce(response))
                 }
-            }
+            }))
         }
         RequestKind::Fetch(req) => later(Box::pin(async move {
             Outcome::Send(fetch::handle(&router, correlation_id, version, req).await)

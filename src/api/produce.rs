@@ -23,8 +23,8 @@ pub struct Pending {
     gather: Gather<Result<Appended, PartitionError>>,
 }
 
-/// Sends every partition's records to its shard. `None` for acks=0, which gets no response.
-pub async fn send(router: &Router, version: i16, req: ProduceRequest) -> Option<Pending> {
+/// Sends every partition's records to its shard.
+pub async fn send(router: &Router, version: i16, req: ProduceRequest) -> Pending {
     let acks = Acks::from_wire(req.acks);
     let mut items = Vec::new();
     let mut layout = Vec::with_capacity(req.topic_data.len());
@@ -57,10 +57,7 @@ pub async fn send(router: &Router, version: i16, req: ProduceRequest) -> Option<
     let acks = acks.unwrap_or(Acks::All);
     let gather =
         scatter::send(router, items, |items, reply| ShardRequest::Produce { acks, items, reply }).await;
-    if acks == Acks::None {
-        return None;
-    }
-    Some(Pending { layout, gather })
+    Pending { layout, gather }
 }
 
 impl Pending {

@@ -114,7 +114,7 @@ impl OffsetStore {
             offset = next;
         }
         // The offsets log is not cached: every entry is already in the coordinator's maps.
-        let budget = Rc::new(CacheBudget { max_bytes: 0, used_bytes: Default::default() });
+        let budget = CacheBudget::new(0);
         let partition = Partition::start(tp, log, config, budget);
         Ok((OffsetStore { partition, arena: RefCell::new(BytesMut::new()) }, entries))
     }

@@ -40,7 +40,7 @@ impl Shard {
         Rc::new(Shard {
             data_dir,
             partitions: RefCell::new(HashMap::new()),
-            budget: Rc::new(CacheBudget { max_bytes: cache_bytes, used_bytes: Default::default() }),
+            budget: CacheBudget::new(cache_bytes),
             arena: RefCell::new(BytesMut::new()),
             groups: RefCell::new(None),
         })
@@ -74,14 +74,14 @@ impl Shard {
     async fn handle(&self, request: ShardRequest) {
         match request {
             ShardRequest::Fetch { items, reply } => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    out.push(match self.partition(&item.tp) {
+                // Partitions read from disk concurrently: one slow read does not delay the rest.
+                let reads = items.into_iter().map(|item| async move {
+                    match self.partition(&item.tp) {
                         Ok(p) => p.fetch(item.offset, item.max_bytes).await,
                         Err(e) => Err(e),
-                    });
-                }
-                reply.send(out);
+                    }
+                });
+                reply.send(futures::future::join_all(reads).await);
             }
             ShardRequest::WaitForData { items, deadline, reply } => {
                 self.wait_for_data(items, deadline, reply).await

@@ -29,10 +29,38 @@ struct AckWaiter {
     tx: AckSender,
 }
 
-/// Shared by every partition of a shard: the cache budget and its eviction order.
+/// Shared by every partition of a shard: the cache budget and the order batches were cached
+/// in, so the shard's oldest batches go first, whichever partition holds them.
 pub struct CacheBudget {
     pub max_bytes: usize,
     pub used_bytes: std::cell::Cell<usize>,
+    order: RefCell<VecDeque<(std::rc::Weak<Partition>, i64)>>,
+}
+
+impl CacheBudget {
+    pub fn new(max_bytes: usize) -> Rc<CacheBudget> {
+        Rc::new(CacheBudget {
+            max_bytes,
+            used_bytes: Default::default(),
+            order: RefCell::new(VecDeque::new()),
+        })
+    }
+
+    /// Drops the shard's oldest cached batches until the cache fits its budget. A batch not yet
+    /// written stays (it is also the write queue), and so does everything cached after it.
+    pub fn evict(&self) {
+        while self.used_bytes.get() > self.max_bytes {
+            let Some((partition, base_offset)) = self.order.borrow_mut().pop_front() else { return };
+            let Some(p) = partition.upgrade() else { continue };
+            match p.evict_front(base_offset) {
+                Some(true) | None => {}
+                Some(false) => {
+                    self.order.borrow_mut().push_front((partition, base_offset));
+                    return;
+                }
+            }
+        }
+    }
 }
 
 struct State {
@@ -111,7 +139,7 @@ impl Partition {
     /// Nothing is appended unless every batch is valid. The receiver resolves when `acks` is
     /// satisfied.
     pub fn append(
-        &self,
+        self: &Rc<Self>,
         records: &Bytes,
         acks: Acks,
         arena: &RefCell<BytesMut>,
@@ -208,6 +236,7 @@ impl Partition {
             st.unsynced_messages += count;
             added += copy.len();
             st.pending.push(copy.clone());
+            self.budget.order.borrow_mut().push_back((Rc::downgrade(self), st.next_offset - count));
             st.cache.push_back(copy);
         }
         self.budget.used_bytes.set(self.budget.used_bytes.get() + added);
@@ -275,26 +304,20 @@ impl Partition {
         true
     }
 
-    /// Drops cached batches from the front while the shard is over budget and they are written.
-    pub fn evict(&self) -> usize {
+    /// Drops the oldest cached batch if it starts at `base_offset`: `Some(true)` when dropped,
+    /// `Some(false)` when it is not written yet, `None` when it is already gone.
+    fn evict_front(&self, base_offset: i64) -> Option<bool> {
         let mut st = self.state.borrow_mut();
-        let hwm = st.high_watermark;
-        let mut freed = 0;
-        while self.budget.used_bytes.get() > self.budget.max_bytes {
-            let written = st
-                .cache
-                .front()
-                .and_then(|b| BatchHeader::peek(b).ok())
-                .is_some_and(|h| h.last_offset() < hwm);
-            if !written {
-                break;
-            }
-            if let Some(b) = st.cache.pop_front() {
-                self.budget.used_bytes.set(self.budget.used_bytes.get() - b.len());
-                freed += b.len();
-            }
+        let front = BatchHeader::peek(st.cache.front()?).ok()?;
+        if front.base_offset() != base_offset {
+            return None;
         }
-        freed
+        if front.last_offset() >= st.high_watermark {
+            return Some(false);
+        }
+        let b = st.cache.pop_front()?;
+        self.budget.used_bytes.set(self.budget.used_bytes.get() - b.len());
+        Some(true)
     }
 
     pub fn cached_bytes(&self) -> usize {
@@ -399,7 +422,7 @@ async fn flusher(p: Rc<Partition>, wakeup: LocalReceiver<()>) {
                 }
             }
         }
-        p.evict();
+        p.budget.evict();
         let sync_due = {
             let st = p.state.borrow();
             st.ack_waiters.iter().any(|w| w.needs_sync && w.end_offset <= st.high_watermark)
