@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::output::{parse_timestamp, print_json, print_text, Table};
+use super::output::{parse_timestamp, print_described, print_json, Table};
 use super::{CliResult, Connect, Failure};
 use crate::client::admin::{self, OffsetSpec};
 use crate::client::error::codes;
@@ -141,21 +141,9 @@ fn is_dead(description: &GroupDescription, committed: &BTreeMap<(String, i32), i
 
 fn describe(args: DescribeArgs) -> CliResult {
     let mut client = args.connect.client()?;
-    let mut documents = Vec::new();
-    let mut text = String::new();
-    for name in &args.groups {
-        let (doc, rendered) = describe_one(&mut client, name)?;
-        documents.push(doc);
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&rendered);
-    }
-    if args.json {
-        print_json(&Value::Array(documents));
-    } else {
-        print_text(&text);
-    }
+    let described =
+        args.groups.iter().map(|name| describe_one(&mut client, name)).collect::<Result<Vec<_>, _>>()?;
+    print_described(described, args.json);
     Ok(())
 }
 

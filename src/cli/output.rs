@@ -64,6 +64,17 @@ pub fn print_json(value: &Value) {
     print_text(&(text + "\n"));
 }
 
+/// Prints several described things (topics, groups): one JSON array, or their text blocks
+/// separated by blank lines.
+pub fn print_described(described: Vec<(Value, String)>, json: bool) {
+    let (documents, texts): (Vec<Value>, Vec<String>) = described.into_iter().unzip();
+    if json {
+        print_json(&Value::Array(documents));
+    } else {
+        print_text(&texts.join("\n"));
+    }
+}
+
 /// Bytes as JSON: null, a string when they are UTF-8, else `{"base64": ...}`.
 pub fn bytes_json(bytes: Option<&[u8]>) -> Value {
     match bytes {

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::output::{print_json, print_text, Table};
+use super::output::{print_described, print_json, Table};
 use super::{parse_key_value, CliResult, Connect, Failure};
 use crate::client::admin::{self, config_source_name, NewTopic, OffsetSpec, Resource};
 use crate::client::error::codes;
@@ -207,21 +207,11 @@ fn replication_factor(t: &TopicInfo) -> usize {
 fn describe(args: DescribeArgs) -> CliResult {
     let mut client = args.connect.client()?;
     let topics = client.topics(&args.topics, false)?;
-    let mut documents = Vec::new();
-    let mut text = String::new();
-    for t in &topics {
-        let (doc, rendered) = describe_one(&mut client, t, args.all_configs)?;
-        documents.push(doc);
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&rendered);
-    }
-    if args.json {
-        print_json(&Value::Array(documents));
-    } else {
-        print_text(&text);
-    }
+    let described = topics
+        .iter()
+        .map(|t| describe_one(&mut client, t, args.all_configs))
+        .collect::<Result<Vec<_>, _>>()?;
+    print_described(described, args.json);
     Ok(())
 }
 
