@@ -48,6 +48,8 @@ pub struct PartitionLog {
 /// What recovery did to a partition, for the start-up log line.
 #[derive(Debug, Default)]
 pub struct RecoveryReport {
+    /// Idempotent producers' last batches in the active segment, to rebuild their state.
+    pub producer_batches: Vec<segment::ProducerBatch>,
     pub truncated: Option<(u64, String)>,
     pub rebuilt_indexes: usize,
 }
@@ -101,6 +103,7 @@ impl PartitionLog {
                     seg.size_bytes.set(found.valid_bytes);
                     seg.next_offset.set(found.next_offset.max(base));
                     *seg.index.borrow_mut() = found.index;
+                    report.producer_batches = found.producer_batches;
                 }
             }
             segments.push(Rc::new(seg));

@@ -48,7 +48,33 @@ pub struct ScanResult {
     pub index: SegmentIndex,
     /// Why the scan stopped before the end of the file, if it did.
     pub damage: Option<String>,
+    /// The last few batches of each idempotent producer, oldest first.
+    pub producer_batches: Vec<ProducerBatch>,
 }
+
+impl ScanResult {
+    fn with_producers(
+        mut self,
+        producers: std::collections::HashMap<i64, std::collections::VecDeque<ProducerBatch>>,
+    ) -> ScanResult {
+        self.producer_batches = producers.into_values().flatten().collect();
+        self.producer_batches.sort_by_key(|b| b.base_offset);
+        self
+    }
+}
+
+/// Where an idempotent producer's batch landed: what the shard needs to recognise a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    pub records: i32,
+    pub base_offset: i64,
+}
+
+/// Batches kept per producer: Kafka allows at most 5 in flight, so a retry is among the last 5.
+const PRODUCER_BATCHES_KEPT: usize = 5;
 
 thread_local! {
     /// Devices on which this thread's reactor has tested polled I/O with a file holding data.
@@ -188,7 +214,10 @@ impl Segment {
             next_offset: self.base_offset,
             index: SegmentIndex::new(),
             damage: None,
+            producer_batches: Vec::new(),
         };
+        let mut producers: std::collections::HashMap<i64, std::collections::VecDeque<ProducerBatch>> =
+            std::collections::HashMap::new();
         let mut chunk = SCAN_CHUNK_BYTES;
         while found.valid_bytes < file_bytes {
             let left = file_bytes - found.valid_bytes;
@@ -211,17 +240,17 @@ impl Segment {
                         break;
                     }
                     // The zeroed end of the last block written before a crash: not damage.
-                    Err(_) if rest.iter().all(|&b| b == 0) => return Ok(found),
+                    Err(_) if rest.iter().all(|&b| b == 0) => return Ok(found.with_producers(producers)),
                     Err(e) => {
                         found.damage = Some(format!("at byte {at}: {e}"));
-                        return Ok(found);
+                        return Ok(found.with_producers(producers));
                     }
                 };
                 let header = match batch::validate(&rest[..total]) {
                     Ok(h) => h,
                     Err(e) => {
                         found.damage = Some(format!("at byte {at}: {e}"));
-                        return Ok(found);
+                        return Ok(found.with_producers(producers));
                     }
                 };
                 if header.base_offset() != found.next_offset {
@@ -230,7 +259,20 @@ impl Segment {
                         header.base_offset(),
                         found.next_offset
                     ));
-                    return Ok(found);
+                    return Ok(found.with_producers(producers));
+                }
+                if header.producer_id.get() >= 0 {
+                    let kept = producers.entry(header.producer_id.get()).or_default();
+                    kept.push_back(ProducerBatch {
+                        producer_id: header.producer_id.get(),
+                        epoch: header.producer_epoch.get(),
+                        base_sequence: header.base_sequence.get(),
+                        records: header.records_count.get(),
+                        base_offset: header.base_offset(),
+                    });
+                    if kept.len() > PRODUCER_BATCHES_KEPT {
+                        kept.pop_front();
+                    }
                 }
                 found.index.on_append(
                     (header.base_offset() - self.base_offset) as u32,
@@ -245,7 +287,7 @@ impl Segment {
                 progressed = true;
             }
         }
-        Ok(found)
+        Ok(found.with_producers(producers))
     }
 }
 

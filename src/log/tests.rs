@@ -819,3 +819,39 @@ fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
         assert_eq!(again.log_start_offset(), left[0].0);
     });
 }
+
+/// A batch from an idempotent producer: producer id, epoch and first sequence set, CRC redone.
+fn idempotent(base: i64, records: i32, producer_id: i64, epoch: i16, sequence: i32) -> Bytes {
+    let mut b = make_batch(base, records, 1000, b"p");
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[batch::CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[test]
+fn recovery_reports_the_last_batches_of_each_idempotent_producer() {
+    run(|| async {
+        let dir = test_dir();
+        let (log, _) = open(dir.path(), &LogConfig::default()).await;
+        let mut batches = Vec::new();
+        for i in 0..8 {
+            batches.push(idempotent(i64::from(i) * 2, 2, 7, 0, i * 2));
+        }
+        batches.push(idempotent(16, 1, 9, 3, 0));
+        batches.push(make(17, 1, 1000, 10)); // not idempotent: not reported
+        log.append(&batches).await.unwrap();
+        drop(log); // a crash: no close
+        let (_, report) = open(dir.path(), &LogConfig::default()).await;
+        let p7: Vec<_> = report.producer_batches.iter().filter(|b| b.producer_id == 7).collect();
+        assert_eq!(p7.len(), 5, "the last five batches of a producer are enough to spot a retry");
+        assert_eq!((p7[0].base_offset, p7[0].base_sequence), (6, 6));
+        assert_eq!((p7[4].base_offset, p7[4].base_sequence, p7[4].records), (14, 14, 2));
+        let p9: Vec<_> = report.producer_batches.iter().filter(|b| b.producer_id == 9).collect();
+        assert_eq!(p9.len(), 1);
+        assert_eq!((p9[0].epoch, p9[0].base_offset), (3, 16));
+        assert_eq!(report.producer_batches.len(), 6);
+    });
+}

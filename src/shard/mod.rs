@@ -207,6 +207,7 @@ impl Shard {
             eprintln!("pinion: {tp}: rebuilt {} segment indexes", report.rebuilt_indexes);
         }
         let partition = Partition::start(tp.clone(), log, config, self.budget.clone());
+        partition.restore_producers(&report.producer_batches);
         self.partitions.borrow_mut().insert(tp, partition);
         Ok(())
     }

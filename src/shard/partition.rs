@@ -126,6 +126,21 @@ impl Partition {
         partition
     }
 
+    /// Rebuilds idempotent producers' state from the batches recovery found, so a retry of a
+    /// batch written just before a crash is still recognised as a duplicate.
+    pub fn restore_producers(&self, batches: &[crate::log::segment::ProducerBatch]) {
+        let mut st = self.state.borrow_mut();
+        for b in batches {
+            let seq = BatchSeq {
+                producer_id: b.producer_id,
+                epoch: b.epoch,
+                first_seq: b.base_sequence,
+                count: b.records,
+            };
+            st.producers.record(&seq, b.base_offset);
+        }
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.state.borrow().high_watermark
     }
