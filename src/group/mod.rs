@@ -163,11 +163,12 @@ impl Coordinator {
         partitions_total: usize,
         limits: Limits,
         retention_ms: u64,
+        segment_bytes: u64,
     ) -> Result<Rc<Coordinator>, String> {
         let mut stores = HashMap::new();
         let mut entries = Vec::new();
         for &index in owned {
-            let (store, found) = OffsetStore::open(data_dir, index).await?;
+            let (store, found) = OffsetStore::open(data_dir, index, segment_bytes).await?;
             stores.insert(index, store);
             entries.extend(found);
         }
@@ -184,6 +185,7 @@ impl Coordinator {
             c.replay(e);
         }
         glommio::spawn_local(ticker(Rc::downgrade(&c))).detach();
+        glommio::spawn_local(compactor(Rc::downgrade(&c))).detach();
         Ok(c)
     }
 
@@ -237,9 +239,12 @@ impl Coordinator {
         self.stores.get(&offsets_partition(group, self.partitions_total))
     }
 
-    async fn write(&self, group: &str, entries: &[Entry]) -> Result<(), String> {
+    /// Appends entries to the group's offsets log now. Every change to the maps is made right
+    /// after its entries are queued, with no await between, so the log holds changes in the
+    /// order the maps saw them: a snapshot taken from the maps supersedes everything before it.
+    fn queue(&self, group: &str, entries: &[Entry]) -> Result<store::Synced, String> {
         match self.store_for(group) {
-            Some(store) => store.write(entries).await,
+            Some(store) => store.queue(entries),
             None => Err(format!("group {group} is not coordinated by this shard")),
         }
     }
@@ -267,13 +272,66 @@ impl Coordinator {
 
     fn persist_later(self: &Rc<Self>, group: String, entry: Option<Entry>) {
         if let Some(entry) = entry {
-            let me = self.clone();
+            let queued = self.queue(&group, &[entry]);
             glommio::spawn_local(async move {
-                if let Err(e) = me.write(&group, &[entry]).await {
+                let synced = match queued {
+                    Ok(synced) => synced.wait().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = synced {
                     eprintln!("pinion: saving group {group}: {e}");
                 }
             })
             .detach();
+        }
+    }
+
+    /// The whole state of the groups in offsets partition `index`, as entries.
+    fn snapshot(&self, index: usize) -> Vec<Entry> {
+        let mine = |g: &str| offsets_partition(g, self.partitions_total) == index;
+        let mut entries = Vec::new();
+        for (group, committed) in self.offsets.borrow().iter().filter(|(g, _)| mine(g)) {
+            for ((topic, partition), c) in committed {
+                entries.push(Entry::Offset {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp_ms: c.commit_timestamp_ms,
+                });
+            }
+        }
+        for (_, entry) in self.groups.borrow().iter().filter(|(g, _)| mine(g)) {
+            if !entry.group.is_empty() {
+                entries.push(saved_entry(&entry.group));
+            }
+        }
+        entries
+    }
+
+    /// Keeps the offsets logs short: once a log has sealed a segment, the live state is written
+    /// after it as a snapshot, and when that is synced the sealed segments go.
+    async fn compact(&self) {
+        for (&index, store) in &self.stores {
+            if store.sealed_segments() == 0 {
+                continue;
+            }
+            let entries = self.snapshot(index);
+            let synced = match store.queue(&entries) {
+                Ok(synced) => synced.wait().await,
+                Err(e) => Err(e),
+            };
+            let dropped = synced.and_then(|()| store.drop_sealed_segments());
+            match dropped {
+                Ok(n) => eprintln!(
+                    "pinion: {}-{index}: compacted to {} entries, {n} segments dropped",
+                    store::OFFSETS_TOPIC,
+                    entries.len()
+                ),
+                Err(e) => eprintln!("pinion: compacting {}-{index}: {e}", store::OFFSETS_TOPIC),
+            }
         }
     }
 
@@ -442,13 +500,21 @@ impl Coordinator {
                     })
                     .filter(|(_, entries)| !entries.is_empty())
                     .collect();
-                for (group, entries) in dropped {
-                    if let Err(e) = self.write(&group, &entries).await {
-                        eprintln!("pinion: dropping offsets of deleted topic {topic} for group {group}: {e}");
-                    }
-                }
+                let queued: Vec<(String, Result<store::Synced, String>)> = dropped
+                    .into_iter()
+                    .map(|(group, entries)| (group.clone(), self.queue(&group, &entries)))
+                    .collect();
                 for committed in self.offsets.borrow_mut().values_mut() {
                     committed.retain(|(t, _), _| *t != topic);
+                }
+                for (group, queued) in queued {
+                    let synced = match queued {
+                        Ok(synced) => synced.wait().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = synced {
+                        eprintln!("pinion: dropping offsets of deleted topic {topic} for group {group}: {e}");
+                    }
                 }
             }
         }
@@ -489,24 +555,34 @@ impl Coordinator {
                 commit_timestamp_ms: timestamp,
             });
         }
-        if let Err(e) = self.write(group, &entries).await {
-            eprintln!("pinion: committing offsets of group {group}: {e}");
-            return vec![ResponseError::CoordinatorNotAvailable.code(); items.len()];
-        }
-        let mut offsets = self.offsets.borrow_mut();
-        let committed = offsets.entry(group.to_string()).or_default();
-        for (i, item) in items.into_iter().enumerate() {
-            if codes[i] == 0 {
-                committed.insert(
-                    (item.topic, item.partition),
-                    Committed {
-                        offset: item.offset,
-                        leader_epoch: item.leader_epoch,
-                        metadata: item.metadata,
-                        commit_timestamp_ms: timestamp,
-                    },
-                );
+        let queued = match self.queue(group, &entries) {
+            Ok(queued) => queued,
+            Err(e) => {
+                eprintln!("pinion: committing offsets of group {group}: {e}");
+                return vec![ResponseError::CoordinatorNotAvailable.code(); codes.len()];
             }
+        };
+        {
+            let mut offsets = self.offsets.borrow_mut();
+            let committed = offsets.entry(group.to_string()).or_default();
+            for (i, item) in items.into_iter().enumerate() {
+                if codes[i] == 0 {
+                    committed.insert(
+                        (item.topic, item.partition),
+                        Committed {
+                            offset: item.offset,
+                            leader_epoch: item.leader_epoch,
+                            metadata: item.metadata,
+                            commit_timestamp_ms: timestamp,
+                        },
+                    );
+                }
+            }
+        }
+        // Acknowledged only once synced; OffsetFetch may see the offset a moment earlier.
+        if let Err(e) = queued.wait().await {
+            eprintln!("pinion: committing offsets of group {group}: {e}");
+            return vec![ResponseError::CoordinatorNotAvailable.code(); codes.len()];
         }
         codes
     }
@@ -520,15 +596,23 @@ impl Coordinator {
                 Some(_) => true,
             }
         };
-        if exists {
-            if let Err(e) = self.write(id, &[Entry::GroupDelete { group: id.to_string() }]).await {
-                eprintln!("pinion: deleting group {id}: {e}");
-                return ResponseError::CoordinatorNotAvailable.code();
-            }
+        if !exists {
+            return 0;
         }
+        let queued = self.queue(id, &[Entry::GroupDelete { group: id.to_string() }]);
         self.groups.borrow_mut().remove(id);
         self.offsets.borrow_mut().remove(id);
-        0
+        let synced = match queued {
+            Ok(synced) => synced.wait().await,
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pinion: deleting group {id}: {e}");
+                ResponseError::CoordinatorNotAvailable.code()
+            }
+        }
     }
 
     async fn delete_offsets(&self, group: &str, partitions: Vec<(String, i32)>) -> Result<Vec<i16>, i16> {
@@ -550,16 +634,23 @@ impl Coordinator {
                 });
             }
         }
-        if let Err(e) = self.write(group, &entries).await {
-            eprintln!("pinion: deleting offsets of group {group}: {e}");
-            return Err(ResponseError::CoordinatorNotAvailable.code());
-        }
+        let queued = match self.queue(group, &entries) {
+            Ok(queued) => queued,
+            Err(e) => {
+                eprintln!("pinion: deleting offsets of group {group}: {e}");
+                return Err(ResponseError::CoordinatorNotAvailable.code());
+            }
+        };
         if let Some(o) = self.offsets.borrow_mut().get_mut(group) {
             for ((topic, partition), code) in partitions.into_iter().zip(&codes) {
                 if *code == 0 {
                     o.remove(&(topic, partition));
                 }
             }
+        }
+        if let Err(e) = queued.wait().await {
+            eprintln!("pinion: deleting offsets of group {group}: {e}");
+            return Err(ResponseError::CoordinatorNotAvailable.code());
         }
         Ok(codes)
     }
@@ -595,6 +686,19 @@ impl Coordinator {
     pub async fn close(&self) {
         for store in self.stores.values() {
             store.close().await;
+        }
+    }
+}
+
+/// How often the offsets logs are checked for a sealed segment to compact away.
+const COMPACT_CHECK: Duration = Duration::from_secs(5);
+
+async fn compactor(c: std::rc::Weak<Coordinator>) {
+    loop {
+        glommio::timer::sleep(COMPACT_CHECK).await;
+        match c.upgrade() {
+            Some(c) => c.compact().await,
+            None => return,
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::shard::partition::{CacheBudget, Partition};
 
 /// The internal topic's name, as in Kafka.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Segments of the offsets log roll at this size.
-const SEGMENT_BYTES: u64 = 64 << 20;
+/// Entries per record batch, so a snapshot of many groups stays within the batch size limit.
+const ENTRIES_PER_BATCH: usize = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SavedMember {
@@ -83,9 +83,15 @@ pub struct OffsetStore {
 
 impl OffsetStore {
     /// Opens (recovering) offsets partition `index` and returns every entry in it, oldest first.
-    pub async fn open(data_dir: &Path, index: usize) -> Result<(OffsetStore, Vec<Entry>), String> {
+    /// Segments roll at `segment_bytes` (`offsets.topic.segment.bytes`); a sealed segment is
+    /// what makes the coordinator write a snapshot and drop it.
+    pub async fn open(
+        data_dir: &Path,
+        index: usize,
+        segment_bytes: u64,
+    ) -> Result<(OffsetStore, Vec<Entry>), String> {
         let tp = TopicPartition::new(OFFSETS_TOPIC, index as i32);
-        let config = LogConfig { segment_bytes: SEGMENT_BYTES, ..LogConfig::default() };
+        let config = LogConfig { segment_bytes, max_message_bytes: 64 << 20, ..LogConfig::default() };
         let (log, report) = PartitionLog::open(data_dir.join(tp.dir_name()), config.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -119,30 +125,57 @@ impl OffsetStore {
         Ok((OffsetStore { partition, arena: RefCell::new(BytesMut::new()) }, entries))
     }
 
-    /// Appends entries as one batch and waits until it is synced.
-    pub async fn write(&self, entries: &[Entry]) -> Result<(), String> {
-        if entries.is_empty() {
-            return Ok(());
+    /// Appends entries now, so the log holds them in the order of the calls (the coordinator
+    /// updates its maps in that same order); the returned future resolves once they are synced.
+    pub fn queue(&self, entries: &[Entry]) -> Result<Synced, String> {
+        let mut waits = Vec::new();
+        for chunk in entries.chunks(ENTRIES_PER_BATCH) {
+            let values: Vec<(Vec<u8>, Vec<u8>)> = chunk
+                .iter()
+                .map(|e| (e.group().as_bytes().to_vec(), serde_json::to_vec(e).unwrap_or_default()))
+                .collect();
+            let pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+                values.iter().map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
+            let batch: Bytes = records::build_batch(&pairs, now_ms());
+            let (_, synced) =
+                self.partition.append(&batch, Acks::All, &self.arena).map_err(|e| e.to_string())?;
+            waits.push(synced);
         }
-        let values: Vec<(Vec<u8>, Vec<u8>)> = entries
-            .iter()
-            .map(|e| (e.group().as_bytes().to_vec(), serde_json::to_vec(e).unwrap_or_default()))
-            .collect();
-        let pairs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-            values.iter().map(|(k, v)| (Some(k.as_slice()), Some(v.as_slice()))).collect();
-        let batch: Bytes = records::build_batch(&pairs, now_ms());
-        let (_, synced) = self.partition.append(&batch, Acks::All, &self.arena).map_err(|e| e.to_string())?;
-        match synced.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the offsets log stopped".into()),
-        }
+        Ok(Synced(waits))
+    }
+
+    /// Sealed segments of the log: entries a snapshot could replace.
+    pub fn sealed_segments(&self) -> usize {
+        self.partition.log.sealed_segments()
+    }
+
+    /// Deletes the sealed segments, once a synced snapshot after them holds all they said.
+    pub fn drop_sealed_segments(&self) -> Result<usize, String> {
+        self.partition.log.delete_sealed_segments().map_err(|e| e.to_string())
     }
 
     pub async fn close(&self) {
         if let Err(e) = self.partition.close().await {
             eprintln!("pinion: closing the offsets log: {e}");
         }
+    }
+}
+
+/// Entries queued, waiting for the fdatasync that covers them.
+pub struct Synced(
+    Vec<futures::channel::oneshot::Receiver<Result<(), crate::protocol::errors::PartitionError>>>,
+);
+
+impl Synced {
+    pub async fn wait(self) -> Result<(), String> {
+        for synced in self.0 {
+            match synced.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("the offsets log stopped".into()),
+            }
+        }
+        Ok(())
     }
 }
 

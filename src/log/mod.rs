@@ -263,26 +263,59 @@ impl PartitionLog {
                 }
                 oldest.clone()
             };
-            let mut segments = self.segments.borrow_mut();
-            segments.remove(0);
-            self.log_start_offset.set(segments[0].base_offset);
-            drop(segments);
-            // Readers holding the segment keep its file open; the name goes now.
-            for ext in ["log", "index", "timeindex"] {
-                let path = self.dir.join(segment::file_name(victim.base_offset, ext));
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(LogError::io("delete", &path, e))
-                    }
-                    _ => {}
-                }
-            }
+            self.remove_oldest_segment(&victim)?;
             deleted += 1;
         }
         if deleted > 0 {
             sync_dir(&self.dir)?;
         }
         Ok(deleted)
+    }
+
+    /// Deletes every sealed segment, keeping only the active one: for a log whose older
+    /// contents a later snapshot supersedes (the offsets log). Returns how many went.
+    pub fn delete_sealed_segments(&self) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        loop {
+            let oldest = {
+                let segments = self.segments.borrow();
+                match segments.first() {
+                    Some(s) if segments.len() > 1 => s.clone(),
+                    _ => break,
+                }
+            };
+            self.remove_oldest_segment(&oldest)?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Sealed segments (every one but the active).
+    pub fn sealed_segments(&self) -> usize {
+        self.segments.borrow().len().saturating_sub(1)
+    }
+
+    /// Drops the oldest segment from the log and deletes its files; the log then starts at the
+    /// next segment.
+    fn remove_oldest_segment(&self, victim: &Segment) -> Result<(), LogError> {
+        let mut segments = self.segments.borrow_mut();
+        segments.remove(0);
+        self.log_start_offset.set(segments[0].base_offset);
+        drop(segments);
+        // Readers holding the segment keep its file open; the name goes now.
+        for ext in ["log", "index", "timeindex"] {
+            let path = self.dir.join(segment::file_name(victim.base_offset, ext));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LogError::io("delete", &path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Makes every completed write durable.

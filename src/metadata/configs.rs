@@ -184,6 +184,13 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
         "Largest session timeout a member may ask for",
     ),
     ranged(
+        "offsets.topic.segment.bytes",
+        Kind::Int,
+        "104857600",
+        1024,
+        "Segment size of __consumer_offsets; once one is sealed the live state is snapshotted and it is deleted",
+    ),
+    ranged(
         "offsets.topic.num.partitions",
         Kind::Int,
         "8",
@@ -425,6 +432,9 @@ impl BrokerConfig {
     }
     pub fn offsets_retention_ms(&self) -> u64 {
         self.parsed::<i32>("offsets.retention.minutes").max(1) as u64 * 60_000
+    }
+    pub fn offsets_segment_bytes(&self) -> u64 {
+        self.parsed::<i32>("offsets.topic.segment.bytes").max(1024) as u64
     }
     pub fn offsets_topic_partitions(&self) -> usize {
         self.parsed::<i32>("offsets.topic.num.partitions").max(1) as usize

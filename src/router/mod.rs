@@ -188,11 +188,13 @@ impl Router {
             let owned: Vec<usize> = (0..placement.len()).filter(|&p| placement[p] == shard).collect();
             let (total, limits, retention_ms) =
                 (placement.len(), broker.group_limits(), broker.offsets_retention_ms());
+            let segment_bytes = broker.offsets_segment_bytes();
             self.ask(ShardId(shard), |reply| ShardRequest::OpenGroups {
                 owned,
                 total,
                 limits,
                 retention_ms,
+                segment_bytes,
                 reply,
             })
             .await

@@ -201,6 +201,7 @@ pub enum ShardRequest {
         total: usize,
         limits: crate::group::state::Limits,
         retention_ms: u64,
+        segment_bytes: u64,
         reply: Reply<Result<(), String>>,
     },
     /// A consumer-group request for a group this shard coordinates.

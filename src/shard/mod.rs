@@ -119,8 +119,10 @@ impl Shard {
                     }
                 }
             }
-            ShardRequest::OpenGroups { owned, total, limits, retention_ms, reply } => {
-                let opened = Coordinator::open(&self.data_dir, &owned, total, limits, retention_ms).await;
+            ShardRequest::OpenGroups { owned, total, limits, retention_ms, segment_bytes, reply } => {
+                let opened =
+                    Coordinator::open(&self.data_dir, &owned, total, limits, retention_ms, segment_bytes)
+                        .await;
                 reply.send(opened.map(|c| {
                     *self.groups.borrow_mut() = Some(c);
                 }));

@@ -215,3 +215,48 @@ def test_admin_list_describe_offsets_and_delete_groups(broker_factory):
             o.offset == -1 for o in list_offsets(admin, "admin-group").values())
     finally:
         admin.close()
+
+
+def test_offsets_log_is_compacted_and_keeps_the_latest_commits(broker_factory):
+    """With small __consumer_offsets segments, thousands of commits seal segments; the broker
+    snapshots the live offsets and drops the sealed segments, and after a kill -9 every group
+    still has exactly its last commit."""
+    import glob
+    import os
+
+    b = broker_factory(overrides={**FAST, "offsets.topic.segment.bytes": "20000",
+                                  "offsets.topic.num.partitions": "1"})
+    topic = kp_create_topic(b.bootstrap, unique_topic("compact"), partitions=2)
+    produce(b.bootstrap, topic, [b"x"] * 10)
+    consumers = {g: consumer(b.bootstrap, topic, g) for g in ("cg-a", "cg-b")}
+    for c in consumers.values():
+        drain(c, 10)
+    tps = [TopicPartition(topic, p) for p in (0, 1)]
+    last = {}
+    for i in range(1, 601):
+        for g, c in consumers.items():
+            offsets = {tp: OffsetAndMetadata(i, f"{g}-{i}", -1) for tp in tps}
+            try:
+                c.commit(offsets)
+            except TypeError:  # kafka-python 2.0.x
+                c.commit({tp: OffsetAndMetadata(i, f"{g}-{i}") for tp in tps})
+            last[g] = i
+    for c in consumers.values():
+        c.close()
+
+    logs = lambda: glob.glob(os.path.join(b.data_dir, "__consumer_offsets-0", "*.log"))
+    # 1,200 commit batches of ~300 bytes seal many 20 kB segments; the compactor runs every 5 s.
+    wait_until(lambda: len(logs()) <= 2, timeout=30, what="the offsets log to be compacted")
+    assert any("compacted" in line for line in b.stderr_tail(200).splitlines())
+
+    b.kill9()
+    b.restart()
+    from kafka import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    try:
+        for g, i in last.items():
+            offsets = list_offsets(admin, g)
+            assert {tp: (offsets[tp].offset, offsets[tp].metadata) for tp in tps} == \
+                {tp: (i, f"{g}-{i}") for tp in tps}, g
+    finally:
+        admin.close()
