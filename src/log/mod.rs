@@ -83,6 +83,18 @@ impl PartitionLog {
                         Some(ix) => *seg.index.borrow_mut() = ix,
                         None => {
                             let found = seg.scan(config.index_interval_bytes).await?;
+                            // Written back, so the next start finds them whole.
+                            let next_relative = (found.next_offset - base).max(0) as u32;
+                            let offsets = found.index.encode_offsets();
+                            let times = found.index.encode_times(next_relative);
+                            let written =
+                                write_synced(&dir.join(segment::file_name(base, "index")), &offsets)
+                                    .and_then(|()| {
+                                        write_synced(&dir.join(segment::file_name(base, "timeindex")), &times)
+                                    });
+                            if let Err(e) = written {
+                                eprintln!("pinion: keeping a rebuilt index in memory only: {e}");
+                            }
                             *seg.index.borrow_mut() = found.index;
                             report.rebuilt_indexes += 1;
                         }
