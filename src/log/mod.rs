@@ -170,9 +170,12 @@ impl PartitionLog {
     }
 
     /// Writes whole, validated batches whose offsets continue the log, rolling segments at
-    /// `segment.bytes` or `segment.ms`. Returns when the bytes are on the device (not yet
-    /// fdatasync'ed).
-    pub async fn append(&self, batches: &[Bytes]) -> Result<(), LogError> {
+    /// `segment.bytes` or `segment.ms`. Returns when the bytes are on the device; with
+    /// `durable`, when they are durable too (written with O_DSYNC: the data and the metadata
+    /// needed to read it back, as an fdatasync after the write would make them). A `durable`
+    /// append makes only its own bytes durable on a device that honours FUA, so use it only
+    /// when everything before is already durable.
+    pub async fn append(&self, batches: &[Bytes], durable: bool) -> Result<(), LogError> {
         let mut i = 0;
         while i < batches.len() {
             let active = self.active();
@@ -198,13 +201,14 @@ impl PartitionLog {
                 group_bytes += len;
                 j += 1;
             }
-            self.write_group(&active, &batches[i..j]).await?;
+            self.write_group(&active, &batches[i..j], durable).await?;
             i = j;
         }
         Ok(())
     }
 
-    async fn write_group(&self, active: &Segment, batches: &[Bytes]) -> Result<(), LogError> {
+    async fn write_group(&self, active: &Segment, batches: &[Bytes], durable: bool) -> Result<(), LogError> {
+        let durable_file = if durable { Some(active.durable_file().await?) } else { None };
         let size = active.size_bytes.get();
         let aligned_pos = active.file.align_down(size);
         let tail = std::mem::take(&mut *self.tail.borrow_mut());
@@ -223,7 +227,8 @@ impl PartitionLog {
         out[total..].fill(0);
         let new_tail_start = active.file.align_down(total as u64) as usize;
         let new_tail = out[new_tail_start..total].to_vec();
-        let written = match active.file.write_at(buf, aligned_pos).await {
+        let file = durable_file.as_ref().unwrap_or(&active.file);
+        let written = match file.write_at(buf, aligned_pos).await {
             Ok(n) => n,
             Err(e) => {
                 *self.tail.borrow_mut() = tail;
@@ -350,6 +355,7 @@ impl PartitionLog {
     /// Makes a segment final: data synced, file cut to its exact size (dropping the padding of
     /// the last block), index files written and synced.
     async fn seal(&self, seg: &Segment) -> Result<(), LogError> {
+        seg.close_durable_file().await;
         let size = seg.size_bytes.get();
         seg.file.truncate(size).await.map_err(|e| LogError::io("truncate", &seg.path, e))?;
         seg.file.fdatasync().await.map_err(|e| LogError::io("fdatasync", &seg.path, e))?;

@@ -38,6 +38,9 @@ pub struct Segment {
     pub index: RefCell<SegmentIndex>,
     /// When this segment was created or opened, for `segment.ms` rolling.
     pub opened: std::time::Instant,
+    /// The same file opened with O_DSYNC, for writes that must be durable when they complete;
+    /// opened on first use.
+    durable: RefCell<Option<Rc<DmaFile>>>,
 }
 
 /// What a scan of a segment found.
@@ -123,6 +126,31 @@ impl Segment {
             .map_err(|e| LogError::io("open", path, e))
     }
 
+    /// The file handle whose writes are durable when they complete (O_DSYNC): one system call
+    /// does the write and the fdatasync.
+    pub async fn durable_file(&self) -> Result<Rc<DmaFile>, LogError> {
+        if let Some(f) = self.durable.borrow().as_ref() {
+            return Ok(f.clone());
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .dma_open(&self.path)
+            .await
+            .map_err(|e| LogError::io("open", &self.path, e))?;
+        let file = Rc::new(file);
+        *self.durable.borrow_mut() = Some(file.clone());
+        Ok(file)
+    }
+
+    /// Closes the O_DSYNC handle, if one was opened.
+    pub async fn close_durable_file(&self) {
+        let file = self.durable.borrow_mut().take();
+        if let Some(f) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
+            let _ = f.close().await;
+        }
+    }
+
     pub async fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = Segment::open_file(&path).await?;
@@ -145,6 +173,7 @@ impl Segment {
             next_offset: Cell::new(next_offset),
             index: RefCell::new(index),
             opened: std::time::Instant::now(),
+            durable: RefCell::new(None),
         }
     }
 

@@ -66,8 +66,10 @@ fn header(b: &[u8]) -> &BatchHeader {
 }
 
 /// Appends one batch per `(records, timestamp)` in a single call, with offsets continuing the
-/// log as the shard assigns them, and records them in `all`.
+/// log as the shard assigns them, and records them in `all`. Every third call writes through
+/// the O_DSYNC handle, so each test mixes both kinds of write in one file.
 async fn append(log: &PartitionLog, all: &mut Vec<Bytes>, specs: &[(i32, i64)], payload_len: usize) {
+    let durable = all.len() % 3 == 1;
     let mut next = log.next_offset();
     let mut group = Vec::new();
     for &(records, timestamp) in specs {
@@ -75,7 +77,7 @@ async fn append(log: &PartitionLog, all: &mut Vec<Bytes>, specs: &[(i32, i64)], 
         next += i64::from(records);
         group.push(b);
     }
-    log.append(&group).await.expect("append");
+    log.append(&group, durable).await.expect("append");
     assert_eq!(log.next_offset(), next);
     all.extend(group);
 }
@@ -754,7 +756,7 @@ fn one_append_larger_than_the_largest_write() {
         }
         let total: usize = all.iter().map(|b| b.len()).sum();
         assert!(total > 2 * super::WRITE_BYTES_MAX);
-        log.append(&all).await.unwrap();
+        log.append(&all, true).await.unwrap();
         assert_eq!(log.next_offset(), next);
 
         let check = |log: PartitionLog, all: Vec<Bytes>| async move {
@@ -845,7 +847,7 @@ fn recovery_reports_the_last_batches_of_each_idempotent_producer() {
         }
         batches.push(idempotent(16, 1, 9, 3, 0));
         batches.push(make(17, 1, 1000, 10)); // not idempotent: not reported
-        log.append(&batches).await.unwrap();
+        log.append(&batches, false).await.unwrap();
         drop(log); // a crash: no close
         let (_, report) = open(dir.path(), &LogConfig::default()).await;
         let p7: Vec<_> = report.producer_batches.iter().filter(|b| b.producer_id == 7).collect();
