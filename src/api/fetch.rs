@@ -190,13 +190,14 @@ async fn wait_for_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::batch::Chunk;
     use bytes::Bytes;
 
     fn fetched(sizes: &[usize]) -> Fetched {
         Fetched {
             high_watermark: 0,
             log_start_offset: 0,
-            batches: sizes.iter().map(|&n| Bytes::from(vec![0; n])).collect(),
+            batches: sizes.iter().map(|&n| Chunk::stored(Bytes::from(vec![0; n]))).collect(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::metadata::configs::LogConfig;
-use crate::protocol::batch::{self, BatchHeader};
+use crate::protocol::batch::{self, BatchHeader, Chunk};
 use index::SegmentIndex;
 use segment::Segment;
 
@@ -175,7 +175,7 @@ impl PartitionLog {
     /// needed to read it back, as an fdatasync after the write would make them). A `durable`
     /// append makes only its own bytes durable on a device that honours FUA, so use it only
     /// when everything before is already durable.
-    pub async fn append(&self, batches: &[Bytes], durable: bool) -> Result<(), LogError> {
+    pub async fn append(&self, batches: &[Chunk], durable: bool) -> Result<(), LogError> {
         let mut i = 0;
         while i < batches.len() {
             let active = self.active();
@@ -186,7 +186,7 @@ impl PartitionLog {
             let size = active.size_bytes.get();
             let too_old = segment_ms >= 0 && active.opened.elapsed().as_millis() >= segment_ms as u128;
             if size > 0 && (size + batches[i].len() as u64 > segment_bytes || too_old) {
-                let base = BatchHeader::peek(&batches[i]).map(|h| h.base_offset()).unwrap_or(0);
+                let base = batches[i].first_offsets().map(|(base, _)| base).unwrap_or(0);
                 self.roll(base).await?;
                 continue;
             }
@@ -207,7 +207,7 @@ impl PartitionLog {
         Ok(())
     }
 
-    async fn write_group(&self, active: &Segment, batches: &[Bytes], durable: bool) -> Result<(), LogError> {
+    async fn write_group(&self, active: &Segment, batches: &[Chunk], durable: bool) -> Result<(), LogError> {
         let durable_file = if durable { Some(active.durable_file().await?) } else { None };
         let size = active.size_bytes.get();
         let aligned_pos = active.file.align_down(size);
@@ -221,7 +221,7 @@ impl PartitionLog {
         out[..tail.len()].copy_from_slice(&tail);
         let mut at = tail.len();
         for b in batches {
-            out[at..at + b.len()].copy_from_slice(b);
+            b.copy_to(&mut out[at..at + b.len()]);
             at += b.len();
         }
         out[total..].fill(0);
@@ -243,10 +243,10 @@ impl PartitionLog {
         let mut index = active.index.borrow_mut();
         let mut pos = size;
         for b in batches {
-            if let Ok(h) = BatchHeader::peek(b) {
-                let relative = (h.base_offset() - active.base_offset) as u32;
+            if let (Ok(h), Some((base, last))) = (BatchHeader::peek(&b.bytes), b.first_offsets()) {
+                let relative = (base - active.base_offset) as u32;
                 index.on_append(relative, pos as u32, b.len() as u64, h.max_timestamp.get(), interval);
-                active.next_offset.set(h.last_offset() + 1);
+                active.next_offset.set(last + 1);
             }
             pos += b.len() as u64;
         }

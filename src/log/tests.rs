@@ -14,7 +14,7 @@ use super::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
 use super::{segment, PartitionLog, RecoveryReport};
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::tests::make_batch;
-use crate::protocol::batch::{self, BatchHeader, HEADER_BYTES};
+use crate::protocol::batch::{self, BatchHeader, Chunk, HEADER_BYTES};
 
 /// Runs `f` to completion on a fresh executor thread; a panic inside fails the test.
 fn run<F, Fut>(f: F)
@@ -67,19 +67,32 @@ fn header(b: &[u8]) -> &BatchHeader {
 
 /// Appends one batch per `(records, timestamp)` in a single call, with offsets continuing the
 /// log as the shard assigns them, and records them in `all`. Every third call writes through
-/// the O_DSYNC handle, so each test mixes both kinds of write in one file.
+/// the O_DSYNC handle, and every other batch comes as a producer sends it (base offset 0, the
+/// log's offset beside it), so each test mixes both kinds of write and of batch in one file.
 async fn append(log: &PartitionLog, all: &mut Vec<Bytes>, specs: &[(i32, i64)], payload_len: usize) {
     let durable = all.len() % 3 == 1;
     let mut next = log.next_offset();
     let mut group = Vec::new();
+    let mut chunks = Vec::new();
     for &(records, timestamp) in specs {
         let b = make(next, records, timestamp, payload_len);
+        if (all.len() + group.len()).is_multiple_of(2) {
+            let mut sent = b.to_vec();
+            batch::set_base_offset(&mut sent, 0);
+            chunks.push(Chunk::received(Bytes::from(sent), next));
+        } else {
+            chunks.push(Chunk::stored(b.clone()));
+        }
         next += i64::from(records);
         group.push(b);
     }
-    log.append(&group, durable).await.expect("append");
+    log.append(&chunks, durable).await.expect("append");
     assert_eq!(log.next_offset(), next);
     all.extend(group);
+}
+
+fn stored(batches: &[Bytes]) -> Vec<Chunk> {
+    batches.iter().cloned().map(Chunk::stored).collect()
 }
 
 /// Splits a read result into its batches, each of which must be whole and valid.
@@ -756,7 +769,7 @@ fn one_append_larger_than_the_largest_write() {
         }
         let total: usize = all.iter().map(|b| b.len()).sum();
         assert!(total > 2 * super::WRITE_BYTES_MAX);
-        log.append(&all, true).await.unwrap();
+        log.append(&stored(&all), true).await.unwrap();
         assert_eq!(log.next_offset(), next);
 
         let check = |log: PartitionLog, all: Vec<Bytes>| async move {
@@ -847,7 +860,7 @@ fn recovery_reports_the_last_batches_of_each_idempotent_producer() {
         }
         batches.push(idempotent(16, 1, 9, 3, 0));
         batches.push(make(17, 1, 1000, 10)); // not idempotent: not reported
-        log.append(&batches, false).await.unwrap();
+        log.append(&stored(&batches), false).await.unwrap();
         drop(log); // a crash: no close
         let (_, report) = open(dir.path(), &LogConfig::default()).await;
         let p7: Vec<_> = report.producer_batches.iter().filter(|b| b.producer_id == 7).collect();

@@ -4,6 +4,7 @@
 //! wire; docs/format.md describes it field by field. pinion never decodes the records inside a
 //! batch on the produce or fetch path: only these 61 header bytes are read.
 
+use bytes::Bytes;
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
@@ -117,6 +118,64 @@ pub fn validate(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
         return Err(BatchError::CrcMismatch { stored, computed });
     }
     Ok(header)
+}
+
+/// Record batches as the log and its cache hand them out. A batch the shard has just taken in
+/// is kept as the produce request's own bytes, so its baseOffset field still holds what the
+/// producer sent; `base_offset` is then the offset the log gave it, and whoever writes the
+/// bytes out (to a segment or a socket) puts it in those first 8 bytes. The CRC does not
+/// cover them, so nothing else changes. Bytes read from a segment are already right
+/// (`base_offset` is `None`) and may hold many batches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    pub base_offset: Option<i64>,
+    pub bytes: Bytes,
+}
+
+impl Chunk {
+    /// Bytes whose base offsets are already the log's.
+    pub fn stored(bytes: Bytes) -> Chunk {
+        Chunk { base_offset: None, bytes }
+    }
+
+    /// One batch received from a producer, at log offset `base_offset`.
+    pub fn received(bytes: Bytes, base_offset: i64) -> Chunk {
+        Chunk { base_offset: Some(base_offset), bytes }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The log offsets of the first batch: its base and its last offset.
+    pub fn first_offsets(&self) -> Option<(i64, i64)> {
+        let h = BatchHeader::peek(&self.bytes).ok()?;
+        let base = self.base_offset.unwrap_or_else(|| h.base_offset());
+        Some((base, base + i64::from(h.last_offset_delta.get())))
+    }
+
+    /// The bytes as they go out: one piece, or the base offset and the rest of the batch.
+    pub fn pieces_into(&self, out: &mut Vec<Bytes>) {
+        match self.base_offset {
+            Some(o) if self.bytes.len() >= 8 => {
+                out.push(Bytes::copy_from_slice(&o.to_be_bytes()));
+                out.push(self.bytes.slice(8..));
+            }
+            _ => out.push(self.bytes.clone()),
+        }
+    }
+
+    /// Copies the bytes into `out` (which must be as long), base offset in place.
+    pub fn copy_to(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.bytes);
+        if let Some(o) = self.base_offset {
+            set_base_offset(out, o);
+        }
+    }
 }
 
 /// Writes the broker-assigned base offset into a batch. The CRC does not cover this field, so

@@ -6,6 +6,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
+use super::batch::Chunk;
+
 pub const VERSION_MIN: i16 = 4;
 pub const VERSION_MAX: i16 = 18;
 
@@ -14,7 +16,7 @@ pub struct PartitionOut {
     pub error_code: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub batches: Vec<Bytes>,
+    pub batches: Vec<Chunk>,
 }
 
 pub struct TopicOut {
@@ -77,7 +79,9 @@ pub fn encode(correlation_id: i32, version: i16, response: &FetchOut) -> Vec<Byt
             }
             if records_bytes > 0 {
                 pieces.push(buf.split().freeze());
-                pieces.extend(p.batches.iter().filter(|b| !b.is_empty()).cloned());
+                for b in p.batches.iter().filter(|b| !b.is_empty()) {
+                    b.pieces_into(&mut pieces);
+                }
             }
             if flexible {
                 buf.put_u8(0); // partition tagged fields
@@ -118,10 +122,14 @@ mod tests {
     use kafka_protocol::messages::{FetchResponse, ResponseHeader};
     use kafka_protocol::protocol::Decodable;
 
-    /// The hand encoder must produce exactly what the crate decodes, for every version.
+    /// The hand encoder must produce exactly what the crate decodes, for every version, with
+    /// a cached batch's base offset put in place.
     #[test]
     fn crate_decodes_hand_encoded_response() {
         let batch = Bytes::from(crate::protocol::batch::tests::make_batch(5, 2, 1000, b"v"));
+        // As a producer sends it (base offset 0), taken in at offset 7.
+        let sent = Bytes::from(crate::protocol::batch::tests::make_batch(0, 2, 1000, b"v"));
+        let at_7 = Bytes::from(crate::protocol::batch::tests::make_batch(7, 2, 1000, b"v"));
         let id = Uuid::new_v4();
         let out = FetchOut {
             error_code: 0,
@@ -133,9 +141,9 @@ mod tests {
                     PartitionOut {
                         partition_index: 3,
                         error_code: 0,
-                        high_watermark: 7,
+                        high_watermark: 9,
                         log_start_offset: 0,
-                        batches: vec![batch.clone(), batch.clone()],
+                        batches: vec![Chunk::stored(batch.clone()), Chunk::received(sent.clone(), 7)],
                     },
                     PartitionOut {
                         partition_index: 4,
@@ -170,9 +178,11 @@ mod tests {
                 assert_eq!(t.topic.as_str(), "t");
             }
             let p = &t.partitions[0];
-            assert_eq!((p.partition_index, p.high_watermark), (3, 7));
-            assert_eq!(p.records.as_ref().unwrap().len(), batch.len() * 2);
-            assert_eq!(&p.records.as_ref().unwrap()[..batch.len()], &batch[..]);
+            assert_eq!((p.partition_index, p.high_watermark), (3, 9));
+            let records = p.records.as_ref().unwrap();
+            assert_eq!(records.len(), batch.len() + at_7.len());
+            assert_eq!(&records[..batch.len()], &batch[..]);
+            assert_eq!(&records[batch.len()..], &at_7[..]);
             assert_eq!(t.partitions[1].error_code, 1);
         }
     }

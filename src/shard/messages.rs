@@ -9,6 +9,7 @@ use futures::channel::oneshot;
 use glommio::channels::shared_channel::ConnectedSender;
 
 use crate::metadata::configs::LogConfig;
+use crate::protocol::batch::Chunk;
 use crate::protocol::errors::PartitionError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,8 +79,8 @@ pub struct FetchItem {
 pub struct Fetched {
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    /// Stored batches, byte for byte; the first holds the fetch offset.
-    pub batches: Vec<Bytes>,
+    /// The batches, from the cache or the log; the first holds the fetch offset.
+    pub batches: Vec<Chunk>,
 }
 
 impl Fetched {

@@ -14,10 +14,10 @@ use super::messages::{Acks, Appended, Fetched, TopicPartition};
 use super::producers::{BatchSeq, Check, Producers};
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
-use crate::protocol::batch::{self, BatchHeader};
+use crate::protocol::batch::{self, Chunk};
 use crate::protocol::errors::PartitionError;
 
-/// Bytes the shard reserves at a time for copies of incoming batches.
+/// Bytes the shard reserves at a time for copies of batches it must change (LogAppendTime).
 const ARENA_CHUNK_BYTES: usize = 1 << 20;
 
 type AckSender = oneshot::Sender<Result<(), PartitionError>>;
@@ -70,9 +70,11 @@ struct State {
     high_watermark: i64,
     /// One past the last offset covered by an fdatasync.
     durable_offset: i64,
-    pending: Vec<Bytes>,
-    /// Recent batches in offset order, ending at `next_offset`.
-    cache: VecDeque<Bytes>,
+    /// Batches taken in and not written yet (they are in `cache` too).
+    pending: Vec<Chunk>,
+    /// Recent batches in offset order, ending at `next_offset`: each one the produce
+    /// request's own bytes with the offset the log gave it (see `Chunk`).
+    cache: VecDeque<Chunk>,
     ack_waiters: Vec<AckWaiter>,
     data_waiters: Vec<Rc<RefCell<Option<oneshot::Sender<()>>>>>,
     config: LogConfig,
@@ -228,31 +230,35 @@ impl Partition {
             }));
         }
         let base_offset = st.next_offset;
-        let mut arena = arena.borrow_mut();
         let mut added = 0;
         // LogAppendTime: the broker's clock stamps each batch (and so its CRC is recomputed).
+        // That changes the batch, so it is copied; every other batch is kept as it came.
         let append_time = st.config.log_append_time.then(crate::group::store::now_ms);
         for (pos, total, count, producer) in spans {
             if let Some(seq) = producer {
                 let offset = st.next_offset;
                 st.producers.record(&seq, offset);
             }
-            if arena.capacity() < total {
-                arena.reserve(total.max(ARENA_CHUNK_BYTES));
-            }
-            arena.extend_from_slice(&records[pos..pos + total]);
-            let mut copy = arena.split_to(total);
-            batch::set_base_offset(&mut copy, st.next_offset);
-            if let Some(now) = append_time {
-                batch::set_log_append_time(&mut copy, now);
-            }
-            let copy = copy.freeze();
+            let bytes = match append_time {
+                None => records.slice(pos..pos + total),
+                Some(now) => {
+                    let mut arena = arena.borrow_mut();
+                    if arena.capacity() < total {
+                        arena.reserve(total.max(ARENA_CHUNK_BYTES));
+                    }
+                    arena.extend_from_slice(&records[pos..pos + total]);
+                    let mut copy = arena.split_to(total);
+                    batch::set_log_append_time(&mut copy, now);
+                    copy.freeze()
+                }
+            };
+            let chunk = Chunk::received(bytes, st.next_offset);
             st.next_offset += count;
             st.unsynced_messages += count;
-            added += copy.len();
-            st.pending.push(copy.clone());
+            added += chunk.len();
+            st.pending.push(chunk.clone());
             self.budget.order.borrow_mut().push_back((Rc::downgrade(self), st.next_offset - count));
-            st.cache.push_back(copy);
+            st.cache.push_back(chunk);
         }
         self.budget.used_bytes.set(self.budget.used_bytes.get() + added);
         let (tx, rx) = oneshot::channel();
@@ -302,7 +308,7 @@ impl Partition {
                     eprintln!("pinion: {}: fetch at offset {offset}: {e}", self.tp);
                     PartitionError::Storage(e.to_string())
                 })?;
-                fetched.batches.extend(bytes);
+                fetched.batches.extend(bytes.map(Chunk::stored));
             }
         }
         Ok(fetched)
@@ -323,11 +329,11 @@ impl Partition {
     /// `Some(false)` when it is not written yet, `None` when it is already gone.
     fn evict_front(&self, base_offset: i64) -> Option<bool> {
         let mut st = self.state.borrow_mut();
-        let front = BatchHeader::peek(st.cache.front()?).ok()?;
-        if front.base_offset() != base_offset {
+        let (front_base, front_last) = st.cache.front()?.first_offsets()?;
+        if front_base != base_offset {
             return None;
         }
-        if front.last_offset() >= st.high_watermark {
+        if front_last >= st.high_watermark {
             return Some(false);
         }
         let b = st.cache.pop_front()?;
@@ -380,17 +386,17 @@ impl Partition {
 }
 
 /// The cached batches from the one holding `offset`, or `None` when the cache starts after it.
-fn cached_from(cache: &VecDeque<Bytes>, offset: i64, max_bytes: usize, hwm: i64) -> Option<Vec<Bytes>> {
-    let first = BatchHeader::peek(cache.front()?).ok()?;
-    if first.base_offset() > offset {
+fn cached_from(cache: &VecDeque<Chunk>, offset: i64, max_bytes: usize, hwm: i64) -> Option<Vec<Chunk>> {
+    let (first_base, _) = cache.front()?.first_offsets()?;
+    if first_base > offset {
         return None;
     }
-    let last_offset = |b: &Bytes| BatchHeader::peek(b).map(|h| h.last_offset()).unwrap_or(i64::MAX);
+    let last_offset = |b: &Chunk| b.first_offsets().map(|(_, last)| last).unwrap_or(i64::MAX);
     let start = cache.partition_point(|b| last_offset(b) < offset);
     let mut out = Vec::new();
     let mut bytes = 0;
     for b in cache.iter().skip(start) {
-        let base = BatchHeader::peek(b).map(|h| h.base_offset()).unwrap_or(i64::MAX);
+        let base = b.first_offsets().map(|(base, _)| base).unwrap_or(i64::MAX);
         if base >= hwm || (!out.is_empty() && bytes + b.len() > max_bytes) {
             break;
         }
