@@ -17,8 +17,13 @@ use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::{self, Chunk};
 use crate::protocol::errors::PartitionError;
 
-/// Bytes the shard reserves at a time for copies of batches it must change (LogAppendTime).
+/// Bytes the shard reserves at a time for the batches it copies.
 const ARENA_CHUNK_BYTES: usize = 1 << 20;
+/// Batches at least this large are kept as slices of the request that brought them; smaller
+/// ones are copied. A slice keeps its whole receive buffer alive (64 KiB or more) for as long
+/// as the batch stays cached, which for a small batch would cost far more memory than the copy
+/// costs time; a large batch fills most of its buffer.
+const KEEP_AS_RECEIVED_BYTES: usize = 64 << 10;
 
 type AckSender = oneshot::Sender<Result<(), PartitionError>>;
 
@@ -232,25 +237,26 @@ impl Partition {
         let base_offset = st.next_offset;
         let mut added = 0;
         // LogAppendTime: the broker's clock stamps each batch (and so its CRC is recomputed).
-        // That changes the batch, so it is copied; every other batch is kept as it came.
+        // That changes the batch, so it is copied, as are small batches.
         let append_time = st.config.log_append_time.then(crate::group::store::now_ms);
         for (pos, total, count, producer) in spans {
             if let Some(seq) = producer {
                 let offset = st.next_offset;
                 st.producers.record(&seq, offset);
             }
-            let bytes = match append_time {
-                None => records.slice(pos..pos + total),
-                Some(now) => {
-                    let mut arena = arena.borrow_mut();
-                    if arena.capacity() < total {
-                        arena.reserve(total.max(ARENA_CHUNK_BYTES));
-                    }
-                    arena.extend_from_slice(&records[pos..pos + total]);
-                    let mut copy = arena.split_to(total);
-                    batch::set_log_append_time(&mut copy, now);
-                    copy.freeze()
+            let bytes = if append_time.is_none() && total >= KEEP_AS_RECEIVED_BYTES {
+                records.slice(pos..pos + total)
+            } else {
+                let mut arena = arena.borrow_mut();
+                if arena.capacity() < total {
+                    arena.reserve(total.max(ARENA_CHUNK_BYTES));
                 }
+                arena.extend_from_slice(&records[pos..pos + total]);
+                let mut copy = arena.split_to(total);
+                if let Some(now) = append_time {
+                    batch::set_log_append_time(&mut copy, now);
+                }
+                copy.freeze()
             };
             let chunk = Chunk::received(bytes, st.next_offset);
             st.next_offset += count;
