@@ -207,3 +207,34 @@ def test_broker_describe_configs_has_defaults_and_overrides(broker_factory):
     assert values["num.partitions"] == "3"
     assert values["message.max.bytes"] == "500000"
     assert values["auto.create.topics.enable"] == "true"
+
+
+def test_large_and_small_batches_read_back_with_their_offsets_from_cache_and_disk(broker):
+    """Batches of 64 KiB and more are cached as the request's own bytes, whose baseOffset field
+    still holds the producer's 0, and the broker puts the log's offset in on the way out;
+    smaller ones are copied. Both kinds, interleaved, must read back with the right offsets
+    from the cache and, after a restart, from the segment files."""
+    topic = kp_create_topic(broker.bootstrap, unique_topic("bigbatch"), partitions=1)
+    values = []
+    for i in range(6):
+        size = 200_000 if i % 2 == 0 else 300
+        values.append((b"%02d:" % i) * (size // 3))
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", batch_size=16384)
+    offsets = [producer.send(topic, v, partition=0).get(timeout=10).offset for v in values]
+    producer.close()
+    assert offsets == list(range(6))
+
+    def read_all():
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                 fetch_max_bytes=50 << 20, max_partition_fetch_bytes=10 << 20,
+                                 consumer_timeout_ms=3000)
+        consumer.assign([KpTopicPartition(topic, 0)])
+        got = [(r.offset, r.value) for r in consumer]
+        consumer.close()
+        return got
+
+    assert read_all() == list(enumerate(values))
+    broker.restart()
+    assert read_all() == list(enumerate(values))
+    batches = read_batches(segment_files(broker.partition_dirs(topic)[0])[0])
+    assert [(b.base_offset, b.crc_ok) for b in batches] == [(i, True) for i in range(6)]
