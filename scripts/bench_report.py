@@ -120,24 +120,37 @@ def build_table(r: dict) -> Table:
                             ("produce 10,000 rec/s acks=all", "lat_10k", "produce")]:
         if run in r:
             t.plain(f"broker CPU per GB, {name}", cpu_per_gb(r[run], flow), "core-s/GB")
-    bench = [v for k, v in sorted(r.items()) if k.startswith("xcheck_bench_")]
-    rdkafka = [v for k, v in sorted(r.items()) if k.startswith("xcheck_rdkafka_") and not k.endswith("mock")]
-    if bench and rdkafka:
+    mock = r.get("xcheck_1k_acks1_rdkafka_mock", {}).get("records_per_s")
+    for workload, label in [("1k_acks1", "1 KiB acks=1"), ("4k_acks1", "4 KiB acks=1"),
+                            ("4k_acksall", "4 KiB acks=all")]:
+        bench = [v for k, v in sorted(r.items()) if k.startswith(f"xcheck_{workload}_bench_")]
+        rdkafka = [v for k, v in sorted(r.items())
+                   if k.startswith(f"xcheck_{workload}_rdkafka_") and not k.endswith("mock")]
+        if not (bench and rdkafka):
+            continue
         ours = max(v["produce"]["records_per_s"] for v in bench)
         theirs = max(v["records_per_s"] for v in rdkafka)
-        t.plain(f"cross-check acks=1: pinion-bench, best of {len(bench)}", ours, "rec/s",
+        ratio = ours / theirs
+        if abs(ratio - 1) <= 0.10:
+            verdict = "met"
+        elif workload == "1k_acks1" and mock and theirs >= mock * 0.9 and ratio > 1:
+            # rdkafka_performance ran within 10% of its own ceiling (no broker at all): the
+            # figure is librdkafka's, not the broker's.
+            verdict = "librdkafka-bound"
+        else:
+            verdict = f"MISSED by {abs(ratio - 1) * 100 - 10:.0f} pts"
+        t.plain(f"cross-check {label}: pinion-bench, best of {len(bench)}", ours, "rec/s",
                 f"{theirs:,.0f} rec/s rdkafka_performance, best of {len(rdkafka)}",
-                f"{ours / theirs * 100:.0f}%", "within 10%",
-                "met" if abs(ours / theirs - 1) <= 0.10 else f"MISSED by {abs(ours / theirs - 1) * 100 - 10:.0f} pts")
-        if "xcheck_rdkafka_mock" in r:
-            mock = r["xcheck_rdkafka_mock"]["records_per_s"]
-            t.plain("rdkafka_performance alone (in-process mock broker)", mock, "rec/s", "", "")
-        for name, runs_, records, cpu in [
-            ("pinion-bench", bench, lambda v: v["produce"]["total_records"], lambda v: v["generator_cpu_s"]),
-            ("rdkafka_performance", rdkafka, lambda v: v["records"], lambda v: v["generator_cpu_s"]),
-        ]:
-            per_record = statistics.median(cpu(v) / max(1, records(v)) * 1e6 for v in runs_)
-            t.plain(f"generator CPU per record, {name}", per_record, "us")
+                f"{ratio * 100:.0f}%", "within 10%", verdict)
+        if workload == "1k_acks1":
+            if mock:
+                t.plain("rdkafka_performance alone (in-process mock broker), 1 KiB", mock, "rec/s")
+            for name, runs_, records in [
+                ("pinion-bench", bench, lambda v: v["produce"]["total_records"]),
+                ("rdkafka_performance", rdkafka, lambda v: v["records"]),
+            ]:
+                per_record = statistics.median(v["generator_cpu_s"] / max(1, records(v)) * 1e6 for v in runs_)
+                t.plain(f"generator CPU per 1 KiB record, {name}", per_record, "us")
     return t
 
 
