@@ -104,6 +104,11 @@ def build_table(r: dict) -> Table:
     t.latency(f"e2e p99 at 50% of acks=all peak ({rate:,.0f} rec/s)", e2e["e2e"]["latency_ms"]["p99"],
               "4 KiB fsync p99", fsync["p99"], 5)
     t.latency("e2e p99.9, same run", e2e["e2e"]["latency_ms"]["p99_9"], "4 KiB fsync p99.9", fsync["p99_9"], 15)
+    if "e2e_quarter_peak" in r:
+        q = r["e2e_quarter_peak"]
+        q_rate = q.get("rate") or q["e2e"]["records_per_s"]
+        t.plain(f"e2e p99 at 25% of acks=all peak ({q_rate:,.0f} rec/s)", q["e2e"]["latency_ms"]["p99"], "ms")
+        t.plain("e2e p99.9, same run", q["e2e"]["latency_ms"]["p99_9"], "ms")
     lat = r["lat_10k"]["produce"]["latency_ms"]
     t.latency("produce p99, 10,000 rec/s acks=all linger 0", lat["p99"], "4 KiB fsync p99", fsync["p99"], 1)
     t.latency("produce p99.9, same run", lat["p99_9"], "4 KiB fsync p99.9", fsync["p99_9"], 3)
@@ -160,6 +165,7 @@ CURVES = [
     ("lat_10k", "produce", "produce send->ack, 10,000 rec/s acks=all", "#1f77b4"),
     ("e2e_half_peak", "e2e", "e2e send->consume, 50% of acks=all peak", "#d62728"),
     ("e2e_half_peak", "produce", "send->ack in the same e2e run", "#ff9896"),
+    ("e2e_quarter_peak", "e2e", "e2e send->consume, 25% of acks=all peak", "#ff7f0e"),
     ("produce_acks1", "produce", "produce acks=1 flat out", "#2ca02c"),
     ("produce_acksall", "produce", "produce acks=all flat out", "#9467bd"),
 ]
