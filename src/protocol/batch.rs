@@ -120,12 +120,12 @@ pub fn validate(batch: &[u8]) -> Result<&BatchHeader, BatchError> {
     Ok(header)
 }
 
-/// Record batches as the log and its cache hand them out. A batch the shard has just taken in
-/// is kept as the produce request's own bytes, so its baseOffset field still holds what the
-/// producer sent; `base_offset` is then the offset the log gave it, and whoever writes the
+/// Record batches as the log and its cache hand them out. A large batch the shard has taken
+/// in is kept as the produce request's own bytes, so its baseOffset field still holds what
+/// the producer sent; `base_offset` is then the offset the log gave it, and whoever writes the
 /// bytes out (to a segment or a socket) puts it in those first 8 bytes. The CRC does not
-/// cover them, so nothing else changes. Bytes read from a segment are already right
-/// (`base_offset` is `None`) and may hold many batches.
+/// cover them, so nothing else changes. Bytes read from a segment, or copied with the offset
+/// in place, are already right (`base_offset` is `None`) and may hold many batches.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Chunk {
     pub base_offset: Option<i64>,

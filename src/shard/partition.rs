@@ -77,8 +77,9 @@ struct State {
     durable_offset: i64,
     /// Batches taken in and not written yet (they are in `cache` too).
     pending: Vec<Chunk>,
-    /// Recent batches in offset order, ending at `next_offset`: each one the produce
-    /// request's own bytes with the offset the log gave it (see `Chunk`).
+    /// Recent batches in offset order, ending at `next_offset`: large ones as the produce
+    /// request's own bytes with the offset the log gave them, smaller ones copied with the
+    /// offset in place (see `Chunk`).
     cache: VecDeque<Chunk>,
     ack_waiters: Vec<AckWaiter>,
     data_waiters: Vec<Rc<RefCell<Option<oneshot::Sender<()>>>>>,
@@ -244,21 +245,22 @@ impl Partition {
                 let offset = st.next_offset;
                 st.producers.record(&seq, offset);
             }
-            let bytes = if append_time.is_none() && total >= KEEP_AS_RECEIVED_BYTES {
-                records.slice(pos..pos + total)
+            let chunk = if append_time.is_none() && total >= KEEP_AS_RECEIVED_BYTES {
+                Chunk::received(records.slice(pos..pos + total), st.next_offset)
             } else {
+                // A copy takes its offset in place, so it goes out as one piece.
                 let mut arena = arena.borrow_mut();
                 if arena.capacity() < total {
                     arena.reserve(total.max(ARENA_CHUNK_BYTES));
                 }
                 arena.extend_from_slice(&records[pos..pos + total]);
                 let mut copy = arena.split_to(total);
+                batch::set_base_offset(&mut copy, st.next_offset);
                 if let Some(now) = append_time {
                     batch::set_log_append_time(&mut copy, now);
                 }
-                copy.freeze()
+                Chunk::stored(copy.freeze())
             };
-            let chunk = Chunk::received(bytes, st.next_offset);
             st.next_offset += count;
             st.unsynced_messages += count;
             added += chunk.len();
