@@ -98,9 +98,10 @@ pub struct ProducerArgs {
     /// Wait at most this long for a batch to fill before sending it (linger.ms).
     #[arg(long, default_value_t = 5.0)]
     pub linger_ms: f64,
-    /// Largest produce request (max.request.size); a request carries at most one batch per
-    /// partition, as Kafka's clients do.
-    #[arg(long, default_value_t = 8 << 20)]
+    /// Largest produce request (max.request.size, 1 MiB as in Kafka's producer); a request
+    /// carries at most one batch per partition, as Kafka's clients do. With the default batch
+    /// size a request holds one full batch, as librdkafka's do.
+    #[arg(long, default_value_t = 1 << 20)]
     pub max_request_bytes: usize,
     /// Memory for batches waiting to be sent (buffer.memory); generation pauses when full.
     #[arg(long, default_value_t = 32 << 20)]
