@@ -428,9 +428,14 @@ async fn flusher(p: Rc<Partition>, wakeup: LocalReceiver<()>) {
             let need_sync = st.ack_waiters.iter().any(|w| w.needs_sync && w.end_offset > st.durable_offset);
             if !st.pending.is_empty() || need_sync {
                 // When everything before these batches is durable, one O_DSYNC write makes
-                // them durable too: no separate fdatasync.
-                let durable_write =
-                    need_sync && st.durable_offset == st.high_watermark && !st.pending.is_empty();
+                // them durable too: no separate fdatasync. The flush policy counts the pending
+                // batches already (`unsynced_messages` grows at append).
+                let policy_due = st.unsynced_messages >= st.config.flush_messages
+                    || (st.config.flush_ms < i64::MAX
+                        && st.last_sync.elapsed().as_millis() as i64 >= st.config.flush_ms);
+                let durable_write = (need_sync || policy_due)
+                    && st.durable_offset == st.high_watermark
+                    && !st.pending.is_empty();
                 Some((std::mem::take(&mut st.pending), st.next_offset, durable_write))
             } else if st.closing && st.ack_waiters.is_empty() {
                 return;
