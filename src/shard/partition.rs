@@ -428,12 +428,8 @@ async fn flusher(p: Rc<Partition>, wakeup: LocalReceiver<()>) {
             let need_sync = st.ack_waiters.iter().any(|w| w.needs_sync && w.end_offset > st.durable_offset);
             if !st.pending.is_empty() || need_sync {
                 // When everything before these batches is durable, one O_DSYNC write makes
-                // them durable too: no separate fdatasync. The flush policy counts the pending
-                // batches already (`unsynced_messages` grows at append).
-                let policy_due = st.unsynced_messages >= st.config.flush_messages
-                    || (st.config.flush_ms < i64::MAX
-                        && st.last_sync.elapsed().as_millis() as i64 >= st.config.flush_ms);
-                let durable_write = (need_sync || policy_due)
+                // them durable too: no separate fdatasync.
+                let durable_write = (need_sync || flush_policy_due(&st))
                     && st.durable_offset == st.high_watermark
                     && !st.pending.is_empty();
                 Some((std::mem::take(&mut st.pending), st.next_offset, durable_write))
@@ -472,10 +468,7 @@ async fn flusher(p: Rc<Partition>, wakeup: LocalReceiver<()>) {
         let sync_due = {
             let st = p.state.borrow();
             st.ack_waiters.iter().any(|w| w.needs_sync && w.end_offset <= st.high_watermark)
-                || st.unsynced_messages >= st.config.flush_messages
-                || (st.config.flush_ms < i64::MAX
-                    && st.last_sync.elapsed().as_millis() as i64 >= st.config.flush_ms
-                    && st.durable_offset < st.high_watermark)
+                || (flush_policy_due(&st) && st.durable_offset < st.high_watermark)
         };
         if sync_due {
             let synced_to = p.state.borrow().high_watermark;
@@ -490,6 +483,13 @@ async fn flusher(p: Rc<Partition>, wakeup: LocalReceiver<()>) {
             answer(&mut st);
         }
     }
+}
+
+/// Whether `flush.messages` or `flush.ms` asks for a sync: counted over everything appended
+/// since the last one, written or not (`unsynced_messages` grows at append).
+fn flush_policy_due(st: &State) -> bool {
+    st.unsynced_messages >= st.config.flush_messages
+        || (st.config.flush_ms < i64::MAX && st.last_sync.elapsed().as_millis() as i64 >= st.config.flush_ms)
 }
 
 /// Answers the waiters whose condition now holds.
