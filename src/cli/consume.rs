@@ -83,15 +83,9 @@ pub struct ConsumeArgs {
     /// headers).
     #[arg(long)]
     pub json: bool,
-    /// Broker(s) to start from, as host:port (several separated by commas).
-    #[arg(
-        short = 'b',
-        long,
-        visible_alias = "broker-list",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_server: String,
+    /// Not `Connect`: here `--timeout` means how long to wait for records.
+    #[command(flatten)]
+    pub bootstrap: super::Bootstrap,
 }
 
 /// Where a partition is read from.
@@ -125,7 +119,7 @@ pub fn run(args: ConsumeArgs) -> CliResult {
     }
     let connect_timeout =
         args.timeout.map_or(CONNECT_TIMEOUT, |t| t.clamp(Duration::from_millis(100), CONNECT_TIMEOUT));
-    let mut client = Client::connect(&args.bootstrap_server, connect_timeout)?;
+    let mut client = Client::connect(&args.bootstrap.bootstrap_server, connect_timeout)?;
     let printer = Printer::new(&args)?;
     let mut session = Session::new(&mut client, &args, printer)?;
     let outcome = session.run(&mut client, &stop);
@@ -656,7 +650,7 @@ mod tests {
             print_timestamp: false,
             separator: "\t".into(),
             json: false,
-            bootstrap_server: String::new(),
+            bootstrap: crate::cli::Bootstrap { bootstrap_server: String::new() },
         };
         let mut out = Vec::new();
         render(&default_template(&args), "t", &record(), &mut out);

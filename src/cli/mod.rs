@@ -41,9 +41,9 @@ pub enum Command {
     DumpLog(dump_log::DumpLogArgs),
 }
 
-/// Where the cluster is and how long to wait for it.
+/// Where the cluster is.
 #[derive(Args, Debug, Clone)]
-pub struct Connect {
+pub struct Bootstrap {
     /// Broker(s) to start from, as host:port (several separated by commas).
     #[arg(
         short = 'b',
@@ -53,6 +53,13 @@ pub struct Connect {
         default_value = "127.0.0.1:9092"
     )]
     pub bootstrap_server: String,
+}
+
+/// Where the cluster is and how long to wait for it.
+#[derive(Args, Debug, Clone)]
+pub struct Connect {
+    #[command(flatten)]
+    pub bootstrap: Bootstrap,
     /// Give up on a broker that does not answer within this long: 500ms, 10s, 2m (a bare
     /// number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -61,7 +68,7 @@ pub struct Connect {
 
 impl Connect {
     pub fn client(&self) -> Result<Client, Failure> {
-        Ok(Client::connect(&self.bootstrap_server, self.timeout)?)
+        Ok(Client::connect(&self.bootstrap.bootstrap_server, self.timeout)?)
     }
 }
 
