@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// idle CPU time (see tuning.md).
     #[arg(long, default_value_t = 0)]
     pub spin_before_park_us: u64,
+    /// Zeros kept written ahead of each partition taking durable (acks=all) writes, in KiB, so
+    /// that those writes overwrite blocks instead of extending the file; 0 turns it off.
+    #[arg(long, default_value_t = 1024)]
+    pub zero_ahead_kib: u64,
     /// Memory glommio reserves per executor for I/O buffers, in MiB.
     #[arg(long, default_value_t = 16)]
     pub io_memory_mib: usize,
@@ -83,6 +87,7 @@ pub struct ServeConfig {
     pub placement: Placement,
     pub fetch_cache_bytes: usize,
     pub spin_before_park_us: u64,
+    pub zero_ahead_bytes: u64,
     pub io_memory_bytes: usize,
     pub broker: BrokerConfig,
     pub node_id: i32,
@@ -131,6 +136,7 @@ impl ServeConfig {
             placement: placement(args, online_cpus)?,
             fetch_cache_bytes: args.fetch_cache_mib << 20,
             spin_before_park_us: args.spin_before_park_us,
+            zero_ahead_bytes: args.zero_ahead_kib << 10,
             io_memory_bytes: args.io_memory_mib << 20,
             broker,
             node_id: args.node_id,

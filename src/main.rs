@@ -79,13 +79,17 @@ fn serve(config: ServeConfig) -> Result<(), String> {
         // Replies travel back on their own channel, to be completed on the router's thread.
         let (done_tx, done_rx) = shared_channel::new_bounded(SHARD_QUEUE_DEPTH);
         completions.push(done_rx);
-        let (dir, cache) = (config.data_dir.clone(), config.fetch_cache_bytes);
+        let storage = shard::Storage {
+            data_dir: config.data_dir.clone(),
+            cache_bytes: config.fetch_cache_bytes,
+            zero_ahead_bytes: config.zero_ahead_bytes,
+        };
         let handle = builder(format!("shard-{i}"), *cpu)
             .spawn(move || async move {
                 // Each connect waits for its peer, so both are made at once.
                 let (done, requests) = futures::join!(done_tx.connect(), rx.connect());
                 shard::messages::ship_replies_through(done);
-                shard::serve(ShardId(i), dir, cache, requests).await
+                shard::serve(ShardId(i), storage, requests).await
             })
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
         shards.push(handle);

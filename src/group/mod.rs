@@ -156,6 +156,13 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// See `PartitionLog::set_zero_ahead`.
+    pub fn set_zero_ahead(&self, bytes: u64) {
+        for store in self.stores.values() {
+            store.set_zero_ahead(bytes);
+        }
+    }
+
     /// Opens this shard's offsets partitions and replays them.
     pub async fn open(
         data_dir: &Path,

@@ -82,6 +82,11 @@ pub struct OffsetStore {
 }
 
 impl OffsetStore {
+    /// See `PartitionLog::set_zero_ahead`.
+    pub fn set_zero_ahead(&self, bytes: u64) {
+        self.partition.log.set_zero_ahead(bytes);
+    }
+
     /// Opens (recovering) offsets partition `index` and returns every entry in it, oldest first.
     /// Segments roll at `segment_bytes` (`offsets.topic.segment.bytes`); a sealed segment is
     /// what makes the coordinator write a snapshot and drop it.

@@ -21,6 +21,14 @@ use segment::Segment;
 /// Largest single write; bigger appends are split.
 const WRITE_BYTES_MAX: usize = 8 << 20;
 
+/// Default bytes of zeros kept written ahead of a segment taking durable writes.
+pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
+/// Zeros are written ahead only while durable writes average at most this many bytes: below
+/// it the fixed cost of extending the file dominates a write; above it, bandwidth does, and
+/// writing every byte twice would cost more than it saves.
+const ZERO_AHEAD_MAX_WRITE_BYTES: u64 = 64 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("{op} {path}: {source}")]
@@ -43,6 +51,10 @@ pub struct PartitionLog {
     /// because direct I/O writes whole blocks.
     tail: RefCell<Vec<u8>>,
     config: RefCell<LogConfig>,
+    /// See `zero_ahead`; 0 turns it off.
+    zero_ahead_bytes: Cell<u64>,
+    /// Moving average of the bytes in a durable write.
+    durable_write_bytes: Cell<u64>,
 }
 
 /// What recovery did to a partition, for the start-up log line.
@@ -134,6 +146,8 @@ impl PartitionLog {
             segments: RefCell::new(segments),
             tail: RefCell::new(Vec::new()),
             config: RefCell::new(config),
+            zero_ahead_bytes: Cell::new(ZERO_AHEAD_BYTES),
+            durable_write_bytes: Cell::new(0),
         };
         log.load_tail().await?;
         Ok((log, report))
@@ -167,6 +181,11 @@ impl PartitionLog {
 
     pub fn set_config(&self, config: LogConfig) {
         *self.config.borrow_mut() = config;
+    }
+
+    /// How many bytes of zeros to keep written ahead of durable writes (0: none).
+    pub fn set_zero_ahead(&self, bytes: u64) {
+        self.zero_ahead_bytes.set(bytes);
     }
 
     /// Writes whole, validated batches whose offsets continue the log, rolling segments at
@@ -207,10 +226,21 @@ impl PartitionLog {
         Ok(())
     }
 
-    async fn write_group(&self, active: &Segment, batches: &[Chunk], durable: bool) -> Result<(), LogError> {
+    async fn write_group(
+        &self,
+        active: &Rc<Segment>,
+        batches: &[Chunk],
+        durable: bool,
+    ) -> Result<(), LogError> {
         let durable_file = if durable { Some(active.durable_file().await?) } else { None };
         let size = active.size_bytes.get();
         let aligned_pos = active.file.align_down(size);
+        let data_end = size + batches.iter().map(|b| b.len() as u64).sum::<u64>();
+        let write_end = active.file.align_up(data_end);
+        if write_end > active.zeroed_to.get() {
+            // Zeros being written past `zeroed_to` must not land on top of these bytes.
+            active.zeros_landed().await;
+        }
         let tail = std::mem::take(&mut *self.tail.borrow_mut());
         debug_assert_eq!(tail.len() as u64, size - aligned_pos);
         let data_bytes: usize = batches.iter().map(|b| b.len()).sum();
@@ -252,7 +282,52 @@ impl PartitionLog {
         }
         active.size_bytes.set(pos);
         *self.tail.borrow_mut() = new_tail;
+        if durable {
+            let (average, bytes) = (self.durable_write_bytes.get(), data_end - size);
+            self.durable_write_bytes.set(if average == 0 {
+                bytes
+            } else {
+                average - average / 8 + bytes / 8
+            });
+            self.zero_ahead(active, write_end);
+        }
         Ok(())
+    }
+
+    /// Keeps zeros written ahead of a segment that takes durable writes. A durable write that
+    /// extends the file (or fills allocated but unwritten blocks) must commit the file's new
+    /// size and block map too: on ext4 and XFS a journal commit per write, and io_uring hands
+    /// every such write to a kernel worker thread. A write over blocks already written and
+    /// synced is data only: it takes about half as long and no thread hand-off. So after a
+    /// durable write, when such writes are small (see `ZERO_AHEAD_MAX_WRITE_BYTES`) and fewer
+    /// than half of `zero_ahead_bytes` of zeros are left past it, a background task writes
+    /// (with O_DSYNC) the next `zero_ahead_bytes` of zeros. A crash leaves them past the last
+    /// batch, where recovery cuts them off as padding; sealing a segment cuts them too.
+    fn zero_ahead(&self, seg: &Rc<Segment>, written_to: u64) {
+        let ahead = seg.file.align_up(self.zero_ahead_bytes.get());
+        if ahead == 0
+            || seg.zeroing_failed.get()
+            || self.durable_write_bytes.get() > ZERO_AHEAD_MAX_WRITE_BYTES
+            || seg.zeroed_to.get() >= written_to + ahead / 2
+        {
+            return;
+        }
+        let Ok(permit) = seg.zeroing.try_acquire_static_permit(1) else {
+            return; // already under way
+        };
+        let start = seg.zeroed_to.get().max(written_to);
+        let seg = seg.clone();
+        glommio::spawn_local(async move {
+            let _permit = permit;
+            match write_zeros(&seg, start, ahead as usize).await {
+                Ok(()) => seg.zeroed_to.set(start + ahead),
+                Err(e) => {
+                    seg.zeroing_failed.set(true);
+                    eprintln!("pinion: no more zeros written ahead in this segment: {e}");
+                }
+            }
+        })
+        .detach();
     }
 
     /// Deletes the oldest sealed segments while their newest record is older than
@@ -355,6 +430,7 @@ impl PartitionLog {
     /// Makes a segment final: data synced, file cut to its exact size (dropping the padding of
     /// the last block), index files written and synced.
     async fn seal(&self, seg: &Segment) -> Result<(), LogError> {
+        seg.zeros_landed().await;
         seg.close_durable_file().await;
         let size = seg.size_bytes.get();
         seg.file.truncate(size).await.map_err(|e| LogError::io("truncate", &seg.path, e))?;
@@ -482,6 +558,19 @@ fn load_index(dir: &Path, base: i64, segment_bytes: u64) -> Option<SegmentIndex>
     let offsets = std::fs::read(dir.join(segment::file_name(base, "index"))).ok()?;
     let times = std::fs::read(dir.join(segment::file_name(base, "timeindex"))).ok()?;
     SegmentIndex::decode(&offsets, &times, segment_bytes)
+}
+
+/// Writes `len` zero bytes at `position` through the segment's O_DSYNC handle.
+async fn write_zeros(seg: &Segment, position: u64, len: usize) -> Result<(), LogError> {
+    let file = seg.durable_file().await?;
+    let mut buf = file.alloc_dma_buffer(len);
+    buf.as_bytes_mut().fill(0);
+    let written =
+        file.write_at(buf, position).await.map_err(|e| LogError::io("write zeros", &seg.path, e))?;
+    if written < len {
+        return Err(LogError::ShortWrite { path: seg.path.clone(), written, expected: len });
+    }
+    Ok(())
 }
 
 /// Write-new + fsync + rename + fsync the directory.

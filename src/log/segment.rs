@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use glommio::io::{DmaFile, OpenOptions};
+use glommio::sync::Semaphore;
 
 use super::index::SegmentIndex;
 use super::LogError;
@@ -41,6 +42,13 @@ pub struct Segment {
     /// The same file opened with O_DSYNC, for writes that must be durable when they complete;
     /// opened on first use.
     durable: RefCell<Option<Rc<DmaFile>>>,
+    /// Past the end of the log, the file holds written, durable zeros up to here: a durable
+    /// write that ends below it overwrites blocks instead of extending the file.
+    pub zeroed_to: Cell<u64>,
+    /// Held while zeros are being written past `zeroed_to`.
+    pub zeroing: Rc<Semaphore>,
+    /// Writing zeros failed once (the disk is full, say): no more tries on this segment.
+    pub zeroing_failed: Cell<bool>,
 }
 
 /// What a scan of a segment found.
@@ -174,7 +182,16 @@ impl Segment {
             index: RefCell::new(index),
             opened: std::time::Instant::now(),
             durable: RefCell::new(None),
+            zeroed_to: Cell::new(0),
+            zeroing: Rc::new(Semaphore::new(1)),
+            zeroing_failed: Cell::new(false),
         }
+    }
+
+    /// Waits until no zeros are being written past `zeroed_to`.
+    pub async fn zeros_landed(&self) {
+        // The semaphore is never closed, so this only waits.
+        let _ = self.zeroing.acquire_permit(1).await;
     }
 
     /// Reads up to `len` bytes at `position` into one buffer shared by every batch sliced from it.

@@ -649,6 +649,103 @@ fn crash_after_aligned_write_recovers_everything_written() {
     });
 }
 
+/// Appends `batches` (each `(records, payload bytes)`) in one durable write each.
+async fn append_durable(log: &PartitionLog, all: &mut Vec<Bytes>, batches: &[(i32, usize)]) {
+    for &(records, payload_len) in batches {
+        let b = make(log.next_offset(), records, 1, payload_len);
+        log.append(&[Chunk::stored(b.clone())], true).await.expect("durable append");
+        all.push(b);
+    }
+}
+
+#[test]
+fn small_durable_writes_keep_zeros_ahead_that_recovery_and_close_cut_off() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 4096);
+        let (log, _) = open(dir.path(), &cfg).await;
+        log.set_zero_ahead(256 << 10);
+        let mut all = Vec::new();
+        append_durable(&log, &mut all, &[(1, 900), (2, 300), (1, 1000)]).await;
+        log.active().zeros_landed().await;
+        let path = files(dir.path(), "log").remove(0).1;
+        let data_bytes: u64 = all.iter().map(|b| b.len() as u64).sum();
+        let zeroed = log.active().zeroed_to.get();
+        assert!(zeroed >= data_bytes + (128 << 10), "zeros written ahead: {zeroed} after {data_bytes} bytes");
+        assert_eq!(file_len(&path), zeroed);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk[data_bytes as usize..].iter().all(|&b| b == 0), "only zeros past the data");
+
+        // The next durable writes land inside the zeros: the file does not grow.
+        append_durable(&log, &mut all, &[(3, 700), (1, 50)]).await;
+        assert_eq!(file_len(&path), zeroed, "a write over the zeros does not extend the file");
+        assert_reads(&log, &all).await;
+
+        // A crash leaves the zeros; recovery cuts them off without calling it damage.
+        drop(log);
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none(), "{:?}", report.truncated);
+        let data_bytes: u64 = all.iter().map(|b| b.len() as u64).sum();
+        assert_eq!(file_len(&path), data_bytes);
+        assert_reads(&log, &all).await;
+
+        // Zeros again, then a clean close leaves exactly the data.
+        append_durable(&log, &mut all, &[(1, 10), (1, 20)]).await;
+        assert!(file_len(&path) > data_bytes + 4096, "zeros written ahead again");
+        log.close().await.unwrap();
+        assert_eq!(file_len(&path), all.iter().map(|b| b.len() as u64).sum::<u64>());
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn large_durable_writes_and_plain_writes_get_no_zeros_ahead() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(1 << 30, 4096);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        append_durable(&log, &mut all, &[(4, 200 << 10), (4, 100 << 10), (1, 300 << 10)]).await;
+        let plain = make(log.next_offset(), 1, 1, 700);
+        log.append(&[Chunk::stored(plain.clone())], false).await.unwrap();
+        all.push(plain);
+        log.active().zeros_landed().await;
+        let path = files(dir.path(), "log").remove(0).1;
+        let data_bytes: u64 = all.iter().map(|b| b.len() as u64).sum();
+        let len = file_len(&path);
+        assert!(len >= data_bytes && len < data_bytes + 4096, "only the last block's padding: {len}");
+        assert_eq!(log.active().zeroed_to.get(), 0);
+        assert_reads(&log, &all).await;
+    });
+}
+
+#[test]
+fn segments_rolled_while_zeros_are_written_are_cut_to_their_data() {
+    run(|| async {
+        let dir = test_dir();
+        let cfg = config(20 << 10, 4096);
+        let (log, _) = open(dir.path(), &cfg).await;
+        let mut all = Vec::new();
+        // Each roll comes right after a durable write started zeros past it.
+        for _ in 0..12 {
+            append_durable(&log, &mut all, &[(2, 3000)]).await;
+        }
+        let bases: Vec<i64> = files(dir.path(), "log").iter().map(|(b, _)| *b).collect();
+        assert!(bases.len() >= 3, "rolled: {bases:?}");
+        for (base, path) in files(dir.path(), "log").iter().take(bases.len() - 1) {
+            let bytes: u64 = segment_batches(&all, &bases, *base).iter().map(|b| b.len() as u64).sum();
+            assert_eq!(file_len(path), bytes, "sealed segment {base} holds exactly its batches");
+        }
+        assert_reads(&log, &all).await;
+        drop(log);
+        let (log, report) = open(dir.path(), &cfg).await;
+        assert!(report.truncated.is_none());
+        assert_reads(&log, &all).await;
+    });
+}
+
 /// What `offset_for_timestamp` must answer: the first batch whose max timestamp reaches
 /// `target`, as (base offset, max timestamp).
 fn first_reaching(all: &[Bytes], target: i64) -> Option<(i64, i64)> {

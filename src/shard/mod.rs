@@ -28,6 +28,7 @@ pub struct ShardId(pub usize);
 
 pub struct Shard {
     data_dir: PathBuf,
+    zero_ahead_bytes: u64,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     budget: Rc<CacheBudget>,
     /// Incoming batches are copied here (patched with their offsets) before caching and writing.
@@ -36,11 +37,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(data_dir: PathBuf, cache_bytes: usize) -> Rc<Shard> {
+    pub fn new(storage: Storage) -> Rc<Shard> {
         Rc::new(Shard {
-            data_dir,
+            data_dir: storage.data_dir,
+            zero_ahead_bytes: storage.zero_ahead_bytes,
             partitions: RefCell::new(HashMap::new()),
-            budget: CacheBudget::new(cache_bytes),
+            budget: CacheBudget::new(storage.cache_bytes),
             arena: RefCell::new(BytesMut::new()),
             groups: RefCell::new(None),
         })
@@ -124,6 +126,7 @@ impl Shard {
                     Coordinator::open(&self.data_dir, &owned, total, limits, retention_ms, segment_bytes)
                         .await;
                 reply.send(opened.map(|c| {
+                    c.set_zero_ahead(self.zero_ahead_bytes);
                     *self.groups.borrow_mut() = Some(c);
                 }));
             }
@@ -202,6 +205,7 @@ impl Shard {
         }
         let dir = self.data_dir.join(tp.dir_name());
         let (log, report) = PartitionLog::open(dir, config.clone()).await.map_err(|e| e.to_string())?;
+        log.set_zero_ahead(self.zero_ahead_bytes);
         if let Some((bytes, why)) = &report.truncated {
             eprintln!("pinion: {tp}: recovery truncated {bytes} bytes ({why})");
         }
@@ -280,12 +284,16 @@ async fn list_offset(p: &Partition, timestamp: i64) -> Result<OffsetAndTimestamp
 }
 
 /// Serves one shard; `main` builds the executor and calls this inside it.
-pub async fn serve(
-    _id: ShardId,
-    data_dir: PathBuf,
-    cache_bytes: usize,
-    requests: ConnectedReceiver<ShardRequest>,
-) {
-    let shard = Shard::new(data_dir, cache_bytes);
+/// Where a shard keeps its partitions and how it treats them.
+pub struct Storage {
+    pub data_dir: PathBuf,
+    /// Budget of the cache of recent batches.
+    pub cache_bytes: usize,
+    /// See `PartitionLog::set_zero_ahead`.
+    pub zero_ahead_bytes: u64,
+}
+
+pub async fn serve(_id: ShardId, storage: Storage, requests: ConnectedReceiver<ShardRequest>) {
+    let shard = Shard::new(storage);
     shard.run(requests).await;
 }
