@@ -24,6 +24,12 @@ const WRITE_BYTES_MAX: usize = 8 << 20;
 /// Default bytes of zeros kept written ahead of a segment taking durable writes.
 pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
+/// The first step of zeros written ahead in a segment; each step doubles while the writes
+/// reach the zeros within `ZERO_STEP_GROW_WITHIN`, up to the configured bytes, and halves
+/// back when they do not. A partition taking a durable write now and then keeps 64 KiB of zeros.
+const ZERO_STEP_FIRST_BYTES: u64 = 64 << 10;
+const ZERO_STEP_GROW_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Zeros are written ahead only while durable writes average at most this many bytes: below
 /// it the fixed cost of extending the file dominates a write; above it, bandwidth does, and
 /// writing every byte twice would cost more than it saves.
@@ -300,27 +306,38 @@ impl PartitionLog {
     /// every such write to a kernel worker thread. A write over blocks already written and
     /// synced is data only: it takes about half as long and no thread hand-off. So after a
     /// durable write, when such writes are small (see `ZERO_AHEAD_MAX_WRITE_BYTES`) and fewer
-    /// than half of `zero_ahead_bytes` of zeros are left past it, a background task writes
-    /// (with O_DSYNC) the next `zero_ahead_bytes` of zeros. A crash leaves them past the last
-    /// batch, where recovery cuts them off as padding; sealing a segment cuts them too.
+    /// than half a step of zeros is left past it, a background task writes (with O_DSYNC) the
+    /// next step of zeros (see `ZERO_STEP_FIRST_BYTES`; at most `zero_ahead_bytes`). A crash
+    /// leaves them past the last batch, where recovery cuts them off as padding; sealing a
+    /// segment cuts them too.
     fn zero_ahead(&self, seg: &Rc<Segment>, written_to: u64) {
-        let ahead = seg.file.align_up(self.zero_ahead_bytes.get());
-        if ahead == 0
+        let most = seg.file.align_up(self.zero_ahead_bytes.get());
+        let (step, filled_at) = seg.zero_step.get();
+        if most == 0
             || seg.zeroing_failed.get()
             || self.durable_write_bytes.get() > ZERO_AHEAD_MAX_WRITE_BYTES
-            || seg.zeroed_to.get() >= written_to + ahead / 2
+            || seg.zeroed_to.get() >= written_to + step / 2
         {
             return;
         }
         let Ok(permit) = seg.zeroing.try_acquire_static_permit(1) else {
             return; // already under way
         };
+        let step = match filled_at {
+            None => ZERO_STEP_FIRST_BYTES,
+            Some(at) if at.elapsed() < ZERO_STEP_GROW_WITHIN => step * 2,
+            Some(_) => step / 2,
+        };
+        let step = seg.file.align_up(step.clamp(ZERO_STEP_FIRST_BYTES.min(most), most));
         let start = seg.zeroed_to.get().max(written_to);
         let seg = seg.clone();
         glommio::spawn_local(async move {
             let _permit = permit;
-            match write_zeros(&seg, start, ahead as usize).await {
-                Ok(()) => seg.zeroed_to.set(start + ahead),
+            match write_zeros(&seg, start, step as usize).await {
+                Ok(()) => {
+                    seg.zeroed_to.set(start + step);
+                    seg.zero_step.set((step, Some(std::time::Instant::now())));
+                }
                 Err(e) => {
                     seg.zeroing_failed.set(true);
                     eprintln!("pinion: no more zeros written ahead in this segment: {e}");

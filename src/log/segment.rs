@@ -49,6 +49,8 @@ pub struct Segment {
     pub zeroing: Rc<Semaphore>,
     /// Writing zeros failed once (the disk is full, say): no more tries on this segment.
     pub zeroing_failed: Cell<bool>,
+    /// Bytes of the last step of zeros and when they landed.
+    pub zero_step: Cell<(u64, Option<std::time::Instant>)>,
 }
 
 /// What a scan of a segment found.
@@ -185,6 +187,7 @@ impl Segment {
             zeroed_to: Cell::new(0),
             zeroing: Rc::new(Semaphore::new(1)),
             zeroing_failed: Cell::new(false),
+            zero_step: Cell::new((0, None)),
         }
     }
 

@@ -671,7 +671,7 @@ fn small_durable_writes_keep_zeros_ahead_that_recovery_and_close_cut_off() {
         let path = files(dir.path(), "log").remove(0).1;
         let data_bytes: u64 = all.iter().map(|b| b.len() as u64).sum();
         let zeroed = log.active().zeroed_to.get();
-        assert!(zeroed >= data_bytes + (128 << 10), "zeros written ahead: {zeroed} after {data_bytes} bytes");
+        assert!(zeroed >= data_bytes + (32 << 10), "zeros written ahead: {zeroed} after {data_bytes} bytes");
         assert_eq!(file_len(&path), zeroed);
         let on_disk = std::fs::read(&path).unwrap();
         assert!(on_disk[data_bytes as usize..].iter().all(|&b| b == 0), "only zeros past the data");
@@ -680,6 +680,16 @@ fn small_durable_writes_keep_zeros_ahead_that_recovery_and_close_cut_off() {
         append_durable(&log, &mut all, &[(3, 700), (1, 50)]).await;
         assert_eq!(file_len(&path), zeroed, "a write over the zeros does not extend the file");
         assert_reads(&log, &all).await;
+
+        // Writes that keep reaching the zeros soon get bigger steps, up to the configured bytes.
+        for _ in 0..40 {
+            append_durable(&log, &mut all, &[(2, 20_000)]).await;
+            log.active().zeros_landed().await;
+        }
+        let step = log.active().zero_step.get().0;
+        assert!(step > 64 << 10 && step <= 256 << 10, "step {step}");
+        let ahead = log.active().zeroed_to.get() - log.active().size_bytes.get();
+        assert!(ahead <= 256 << 10 && file_len(&path) == log.active().zeroed_to.get(), "{ahead} ahead");
 
         // A crash leaves the zeros; recovery cuts them off without calling it damage.
         drop(log);
