@@ -330,6 +330,12 @@ impl PartitionLog {
         };
         let step = seg.file.align_up(step.clamp(ZERO_STEP_FIRST_BYTES.min(most), most));
         let start = seg.zeroed_to.get().max(written_to);
+        // Nothing is written past segment.bytes: the segment rolls first.
+        let segment_end = seg.file.align_up(self.config.borrow().segment_bytes);
+        let step = step.min(segment_end.saturating_sub(start));
+        if step == 0 {
+            return;
+        }
         let seg = seg.clone();
         glommio::spawn_local(async move {
             let _permit = permit;

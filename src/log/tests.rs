@@ -739,8 +739,14 @@ fn segments_rolled_while_zeros_are_written_are_cut_to_their_data() {
         let (log, _) = open(dir.path(), &cfg).await;
         let mut all = Vec::new();
         // Each roll comes right after a durable write started zeros past it.
-        for _ in 0..12 {
+        // Every other time, the zeros land first, to check that none go past segment.bytes.
+        for i in 0..12 {
             append_durable(&log, &mut all, &[(2, 3000)]).await;
+            if i % 2 == 1 {
+                log.active().zeros_landed().await;
+                let active = files(dir.path(), "log").pop().unwrap().1;
+                assert!(file_len(&active) <= 20 << 10, "no zeros past segment.bytes");
+            }
         }
         let bases: Vec<i64> = files(dir.path(), "log").iter().map(|(b, _)| *b).collect();
         assert!(bases.len() >= 3, "rolled: {bases:?}");
