@@ -249,7 +249,7 @@ impl PartitionLog {
         }
         let tail = std::mem::take(&mut *self.tail.borrow_mut());
         debug_assert_eq!(tail.len() as u64, size - aligned_pos);
-        let data_bytes: usize = batches.iter().map(|b| b.len()).sum();
+        let data_bytes = (data_end - size) as usize;
         let total = tail.len() + data_bytes;
         let padded = active.file.align_up(total as u64) as usize;
         let mut buf = active.file.alloc_dma_buffer(padded);
@@ -289,7 +289,7 @@ impl PartitionLog {
         active.size_bytes.set(pos);
         *self.tail.borrow_mut() = new_tail;
         if durable {
-            let (average, bytes) = (self.durable_write_bytes.get(), data_end - size);
+            let (average, bytes) = (self.durable_write_bytes.get(), data_bytes as u64);
             self.durable_write_bytes.set(if average == 0 {
                 bytes
             } else {
