@@ -303,13 +303,13 @@ impl PartitionLog {
     /// Keeps zeros written ahead of a segment that takes durable writes. A durable write that
     /// extends the file (or fills allocated but unwritten blocks) must make the file's new
     /// size and block map durable too (a journal commit, or an inode write on a file system
-    /// without a journal), and io_uring hands every such write to a kernel worker thread. A write over blocks already written and
-    /// synced is data only: it takes about half as long and no thread hand-off. So after a
-    /// durable write, when such writes are small (see `ZERO_AHEAD_MAX_WRITE_BYTES`) and fewer
-    /// than half a step of zeros is left past it, a background task writes (with O_DSYNC) the
-    /// next step of zeros (see `ZERO_STEP_FIRST_BYTES`; at most `zero_ahead_bytes`). A crash
-    /// leaves them past the last batch, where recovery cuts them off as padding; sealing a
-    /// segment cuts them too.
+    /// without a journal), and io_uring hands every such write to a kernel worker thread. A
+    /// write over blocks already written and synced is data only: it takes about half as long
+    /// and no thread hand-off. So after a durable write, when such writes are small (see
+    /// `ZERO_AHEAD_MAX_WRITE_BYTES`) and fewer than half a step of zeros is left past it, a
+    /// background task writes (with O_DSYNC) the next step of zeros (see
+    /// `ZERO_STEP_FIRST_BYTES`; at most `zero_ahead_bytes`). A crash leaves them past the last
+    /// batch, where recovery cuts them off as padding; sealing a segment cuts them too.
     fn zero_ahead(&self, seg: &Rc<Segment>, written_to: u64) {
         let most = seg.file.align_up(self.zero_ahead_bytes.get());
         let (step, filled_at) = seg.zero_step.get();
