@@ -115,6 +115,23 @@ pub fn run(
     loop {
         let now = Instant::now();
         if !measuring && now >= start + plan.warmup {
+            if !plan.warmup.is_zero() && now > last_line {
+                // Close the interval the warm-up ends in, so that every line's rates and
+                // percentiles cover exactly the time since the line before.
+                let line = interval_lines(
+                    plan,
+                    stats,
+                    &mut produce,
+                    &mut consume,
+                    now - start,
+                    now - last_line,
+                    false,
+                );
+                progress(plan, &line);
+                send_wait.drain(&stats.send_wait, false);
+                last_line = now;
+                next_line = now + plan.interval;
+            }
             measuring = true;
             measure_start = now;
             measure_start_ns = stats.clock.now_ns();
@@ -153,14 +170,15 @@ pub fn run(
         }
         let finished = producers.is_none() && consumers.is_none();
         if now >= next_line || finished {
-            let secs = now.duration_since(last_line).as_secs_f64();
-            let mut line = format!("{:7.1}s", now.duration_since(start).as_secs_f64());
-            if plan.show_produce {
-                line += &interval_line("produce", &mut produce, &stats.produced, secs, measuring);
-            }
-            if plan.show_consume {
-                line += &interval_line(consume_label(plan), &mut consume, &stats.consumed, secs, measuring);
-            }
+            let line = interval_lines(
+                plan,
+                stats,
+                &mut produce,
+                &mut consume,
+                now - start,
+                now - last_line,
+                measuring,
+            );
             if !finished {
                 progress(plan, &line);
             }
@@ -177,6 +195,28 @@ pub fn run(
         }
         std::thread::sleep(POLL.min(next_line.saturating_duration_since(Instant::now())));
     }
+}
+
+/// One progress line at `at` (time since the start): each shown flow's rates and latency over
+/// the `span` since the line before.
+fn interval_lines(
+    plan: &Plan,
+    stats: &Stats,
+    produce: &mut FlowWindow,
+    consume: &mut FlowWindow,
+    at: Duration,
+    span: Duration,
+    measuring: bool,
+) -> String {
+    let secs = span.as_secs_f64();
+    let mut line = format!("{:7.1}s", at.as_secs_f64());
+    if plan.show_produce {
+        line += &interval_line("produce", produce, &stats.produced, secs, measuring);
+    }
+    if plan.show_consume {
+        line += &interval_line(consume_label(plan), consume, &stats.consumed, secs, measuring);
+    }
+    line
 }
 
 fn consume_label(plan: &Plan) -> &'static str {
