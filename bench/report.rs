@@ -118,7 +118,7 @@ pub fn run(
             if !plan.warmup.is_zero() && now > last_line {
                 // Close the interval the warm-up ends in, so that every line's rates and
                 // percentiles cover exactly the time since the line before.
-                let line = interval_lines(
+                let line = progress_line(
                     plan,
                     stats,
                     &mut produce,
@@ -170,7 +170,7 @@ pub fn run(
         }
         let finished = producers.is_none() && consumers.is_none();
         if now >= next_line || finished {
-            let line = interval_lines(
+            let line = progress_line(
                 plan,
                 stats,
                 &mut produce,
@@ -199,7 +199,7 @@ pub fn run(
 
 /// One progress line at `at` (time since the start): each shown flow's rates and latency over
 /// the `span` since the line before.
-fn interval_lines(
+fn progress_line(
     plan: &Plan,
     stats: &Stats,
     produce: &mut FlowWindow,
