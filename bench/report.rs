@@ -105,8 +105,7 @@ pub fn run(
     let mut measure_start = start;
     let mut measure_start_ns = stats.clock.now_ns();
     let mut measuring = false;
-    let mut produce = FlowWindow::new();
-    let mut consume = FlowWindow::new();
+    let mut windows = Windows { produce: FlowWindow::new(), consume: FlowWindow::new() };
     let mut send_wait = FlowWindow::new();
     let mut next_line = start + plan.interval;
     let mut last_line = start;
@@ -118,15 +117,7 @@ pub fn run(
             if !plan.warmup.is_zero() && now > last_line {
                 // Close the interval the warm-up ends in, so that every line's rates and
                 // percentiles cover exactly the time since the line before.
-                let line = progress_line(
-                    plan,
-                    stats,
-                    &mut produce,
-                    &mut consume,
-                    now - start,
-                    now - last_line,
-                    false,
-                );
+                let line = windows.progress_line(plan, stats, now - start, now - last_line, false);
                 progress(plan, &line);
                 send_wait.drain(&stats.send_wait, false);
                 last_line = now;
@@ -135,8 +126,8 @@ pub fn run(
             measuring = true;
             measure_start = now;
             measure_start_ns = stats.clock.now_ns();
-            produce.restart(&stats.produced);
-            consume.restart(&stats.consumed);
+            windows.produce.restart(&stats.produced);
+            windows.consume.restart(&stats.consumed);
             send_wait.restart(&stats.send_wait);
             if let Some(n) = plan.produce_records {
                 stats.set_budget(n);
@@ -152,7 +143,7 @@ pub fn run(
                 }
             }
             if let Some(n) = plan.consume_records {
-                if stats.consumed.counters.snapshot().records - consume.baseline.records >= n {
+                if stats.consumed.counters.snapshot().records - windows.consume.baseline.records >= n {
                     stats.stop.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
@@ -170,15 +161,7 @@ pub fn run(
         }
         let finished = producers.is_none() && consumers.is_none();
         if now >= next_line || finished {
-            let line = progress_line(
-                plan,
-                stats,
-                &mut produce,
-                &mut consume,
-                now - start,
-                now - last_line,
-                measuring,
-            );
+            let line = windows.progress_line(plan, stats, now - start, now - last_line, measuring);
             if !finished {
                 progress(plan, &line);
             }
@@ -188,8 +171,8 @@ pub fn run(
         }
         if finished {
             return Outcome {
-                produce: produce.result(&stats.produced, measure_start_ns),
-                consume: consume.result(&stats.consumed, measure_start_ns),
+                produce: windows.produce.result(&stats.produced, measure_start_ns),
+                consume: windows.consume.result(&stats.consumed, measure_start_ns),
                 send_wait: send_wait.result(&stats.send_wait, measure_start_ns).latency,
             };
         }
@@ -197,26 +180,33 @@ pub fn run(
     }
 }
 
-/// One progress line at `at` (time since the start): each shown flow's rates and latency over
-/// the `span` since the line before.
-fn progress_line(
-    plan: &Plan,
-    stats: &Stats,
-    produce: &mut FlowWindow,
-    consume: &mut FlowWindow,
-    at: Duration,
-    span: Duration,
-    measuring: bool,
-) -> String {
-    let secs = span.as_secs_f64();
-    let mut line = format!("{:7.1}s", at.as_secs_f64());
-    if plan.show_produce {
-        line += &interval_line("produce", produce, &stats.produced, secs, measuring);
+/// The windows of the two flows a progress line reports on.
+struct Windows {
+    produce: FlowWindow,
+    consume: FlowWindow,
+}
+
+impl Windows {
+    /// One progress line at `at` (time since the start): each shown flow's rates and latency
+    /// over the `span` since the line before.
+    fn progress_line(
+        &mut self,
+        plan: &Plan,
+        stats: &Stats,
+        at: Duration,
+        span: Duration,
+        measuring: bool,
+    ) -> String {
+        let secs = span.as_secs_f64();
+        let mut line = format!("{:7.1}s", at.as_secs_f64());
+        if plan.show_produce {
+            line += &interval_line("produce", &mut self.produce, &stats.produced, secs, measuring);
+        }
+        if plan.show_consume {
+            line += &interval_line(consume_label(plan), &mut self.consume, &stats.consumed, secs, measuring);
+        }
+        line
     }
-    if plan.show_consume {
-        line += &interval_line(consume_label(plan), consume, &stats.consumed, secs, measuring);
-    }
-    line
 }
 
 fn consume_label(plan: &Plan) -> &'static str {
