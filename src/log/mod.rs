@@ -27,8 +27,12 @@ pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 /// The first step of zeros written ahead in a segment; each step doubles while the writes
 /// reach the zeros within `ZERO_STEP_GROW_WITHIN`, up to the configured bytes, and halves
 /// back when they do not. A partition taking a durable write now and then keeps 64 KiB of zeros.
+/// Steps of about 100 ms of writes: the partition's writes issued while a step of zeros is
+/// being written can wait for it, so steps are kept no bigger than the writes need (at
+/// 10,000 records/s over 8 partitions, steps grown within 1 s reached 1 MiB and produce p99
+/// was 1.02-1.93 ms; grown within 100 ms, 0.84-1.04 ms).
 const ZERO_STEP_FIRST_BYTES: u64 = 64 << 10;
-const ZERO_STEP_GROW_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+const ZERO_STEP_GROW_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Zeros are written ahead only while durable writes average at most this many bytes: below
 /// it the fixed cost of extending the file dominates a write; above it, bandwidth does, and
