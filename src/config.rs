@@ -57,7 +57,7 @@ pub struct ServeArgs {
     pub spin_before_park_us: u64,
     /// Zeros kept written ahead of each partition taking durable (acks=all) writes, in KiB, so
     /// that those writes overwrite blocks instead of extending the file; 0 turns it off.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = crate::log::ZERO_AHEAD_BYTES >> 10)]
     pub zero_ahead_kib: u64,
     /// Memory glommio reserves per executor for I/O buffers, in MiB.
     #[arg(long, default_value_t = 16)]

@@ -283,7 +283,6 @@ async fn list_offset(p: &Partition, timestamp: i64) -> Result<OffsetAndTimestamp
     Ok(OffsetAndTimestamp { offset, timestamp })
 }
 
-/// Serves one shard; `main` builds the executor and calls this inside it.
 /// Where a shard keeps its partitions and how it treats them.
 pub struct Storage {
     pub data_dir: PathBuf,
@@ -293,6 +292,7 @@ pub struct Storage {
     pub zero_ahead_bytes: u64,
 }
 
+/// Serves one shard; `main` builds the executor and calls this inside it.
 pub async fn serve(_id: ShardId, storage: Storage, requests: ConnectedReceiver<ShardRequest>) {
     let shard = Shard::new(storage);
     shard.run(requests).await;
