@@ -125,11 +125,18 @@ def test_100k_keyed_records_with_headers_round_trip(broker, compression):
             assert (m.key(), m.value(), m.headers()) == (key, value, headers), \
                 f"p{p} o{m.offset()} differs"
 
-    # The log holds the producer's batches as sent: same codec, valid CRCs.
+    # The log holds the producer's batches as sent: same codec, valid CRCs. librdkafka
+    # sends a batch uncompressed when compressing it would make it larger, which can
+    # happen to a batch of a few records of mostly random bytes; any other uncompressed
+    # batch means the codec was dropped (as librdkafka does with lz4 unless the broker
+    # lists FindCoordinator in ApiVersions).
     pdir = broker.partition_dirs(topic)[next(iter(placed))]
     batches = read_batches(segment_files(pdir)[0])
     assert batches and all(b.crc_ok and b.magic == 2 for b in batches)
-    stored = {b.compression for b in batches}
-    assert stored == {compression}, (
-        f"batches stored as {stored}, produced with {compression}. (librdkafka silently "
-        f"sends lz4 uncompressed unless the broker lists FindCoordinator in ApiVersions)")
+    plain = [b for b in batches if b.compression != compression]
+    assert all(b.compression == "none" and b.record_count <= 8 for b in plain), (
+        f"batches stored as {sorted({(b.compression, b.record_count) for b in plain})}, "
+        f"produced with {compression}")
+    total = sum(b.record_count for b in batches)
+    assert sum(b.record_count for b in plain) <= total // 100, (
+        f"{len(plain)} of {len(batches)} batches stored uncompressed, produced with {compression}")
