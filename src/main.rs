@@ -53,6 +53,7 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     check_direct_io(&config.data_dir)?;
+    check_scheduling_policy()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while stopping ends the process at once.
@@ -122,6 +123,23 @@ fn serve(config: ServeConfig) -> Result<(), String> {
         s.join().map_err(|e| format!("shard {i} stopped: {e}"))?;
     }
     Ok(())
+}
+
+/// Refuses to start under SCHED_FIFO (`chrt -f`). An executor keeps polling its rings while
+/// I/O it handed to the kernel's io_uring workers is in flight; those workers inherit the
+/// executor's policy and CPU, so under SCHED_FIFO they never run and the broker spins forever.
+/// (Under SCHED_RR they run when the executor's time slice ends: slow, but it works.)
+fn check_scheduling_policy() -> Result<(), String> {
+    // SAFETY: sched_getscheduler only reads the calling thread's policy.
+    let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+    if policy != libc::SCHED_FIFO {
+        return Ok(());
+    }
+    Err("started under SCHED_FIFO: the kernel's io_uring workers would inherit it on the \
+         executors' CPUs and never run, and the broker would hang. Start pinion under the normal \
+         policy and give it cores of its own with --router-core/--shard-cores and isolcpus \
+         (tuning.md)"
+        .into())
 }
 
 /// Refuses a data directory whose filesystem cannot do direct I/O: tmpfs and ramfs keep data in

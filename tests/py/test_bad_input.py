@@ -1,6 +1,6 @@
 """Hostile or mistaken input: oversized and malformed frames, oversized batches, unknown
-topics, an unusable data directory. The broker must reject these without disturbing
-other clients."""
+topics, an unusable data directory, SCHED_FIFO. The broker must reject
+these without disturbing other clients."""
 
 import os
 import random
@@ -154,3 +154,18 @@ def test_tmpfs_data_dir_is_refused():
         assert "listening on" not in proc.stdout
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_sched_fifo_is_refused(test_workdir):
+    # Under SCHED_FIFO the kernel's io_uring workers, which inherit the executors' policy and
+    # CPU, never get to run while an executor polls for their results: the broker would hang
+    # at start. It must say so and exit instead.
+    proc = subprocess.run(["chrt", "-f", "1", str(BIN), "serve", "--listen", "127.0.0.1:0",
+                           "--data-dir", str(test_workdir / "data")],
+                          capture_output=True, text=True, timeout=20)
+    output = proc.stdout + proc.stderr
+    if "chrt:" in output:
+        pytest.skip(f"cannot set SCHED_FIFO here: {output.strip()}")
+    assert proc.returncode != 0, f"broker started under SCHED_FIFO: {output}"
+    assert "SCHED_FIFO" in output, f"exit message does not say why: {output!r}"
+    assert "listening on" not in output
