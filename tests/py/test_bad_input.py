@@ -1,6 +1,6 @@
 """Hostile or mistaken input: oversized and malformed frames, oversized batches, unknown
-topics, an unusable data directory, SCHED_FIFO. The broker must reject
-these without disturbing other clients."""
+topics, an unusable data directory, a SCHED_FIFO policy. The broker must reject these
+without disturbing other clients."""
 
 import os
 import random
