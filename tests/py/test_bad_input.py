@@ -156,6 +156,7 @@ def test_tmpfs_data_dir_is_refused():
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.mark.skipif(shutil.which("chrt") is None, reason="no chrt (util-linux) here")
 def test_sched_fifo_is_refused(test_workdir):
     # Under SCHED_FIFO the kernel's io_uring workers, which inherit the executors' policy and
     # CPU, never get to run while an executor polls for their results: the broker would hang
