@@ -119,7 +119,6 @@ pub fn run(
                 // percentiles cover exactly the time since the line before.
                 let line = windows.progress_line(plan, stats, now - start, now - last_line, false);
                 progress(plan, &line);
-                send_wait.drain(&stats.send_wait, false);
                 last_line = now;
                 next_line = now + plan.interval;
             }
