@@ -1,5 +1,6 @@
 //! pinion: parse the command line, check the data directory, start one shard executor per
-//! shard CPU and the router executor, and stop cleanly on SIGINT/SIGTERM.
+//! shard CPU and the router executor (a shard on the router's CPU runs inside it), and stop
+//! cleanly on SIGINT/SIGTERM.
 
 mod alloc;
 mod api;
@@ -24,13 +25,12 @@ use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement as CpuPlacement};
 
 use config::{Cli, Command, Placement, ServeConfig};
+use shard::link::{Inbox, ShardLink};
+use shard::messages::{Completion, ShardRequest};
 use shard::ShardId;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyHugeAlloc = alloc::LazyHugeAlloc;
-
-/// Requests queued from the router to one shard before senders wait.
-const SHARD_QUEUE_DEPTH: usize = 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,6 +47,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How the router will reach a shard, decided before its executor starts: the channel ends
+/// made here for a shard on a CPU of its own, or what it needs to start one inside the router.
+enum PlannedLink {
+    Remote(shared_channel::SharedSender<ShardRequest>, shared_channel::SharedReceiver<Completion>),
+    Local(shard::Storage),
 }
 
 fn serve(config: ServeConfig) -> Result<(), String> {
@@ -71,29 +78,32 @@ fn serve(config: ServeConfig) -> Result<(), String> {
             .io_memory(config.io_memory_bytes)
             .spin_before_park(Duration::from_micros(config.spin_before_park_us))
     };
-    let mut senders = Vec::with_capacity(shard_cpus.len());
-    let mut completions = Vec::with_capacity(shard_cpus.len());
+    let mut links = Vec::with_capacity(shard_cpus.len());
     let mut shards = Vec::with_capacity(shard_cpus.len());
     for (i, cpu) in shard_cpus.iter().enumerate() {
-        let (tx, rx) = shared_channel::new_bounded(SHARD_QUEUE_DEPTH);
-        senders.push(tx);
-        // Replies travel back on their own channel, to be completed on the router's thread.
-        let (done_tx, done_rx) = shared_channel::new_bounded(SHARD_QUEUE_DEPTH);
-        completions.push(done_rx);
         let storage = shard::Storage {
             data_dir: config.data_dir.clone(),
             cache_bytes: config.fetch_cache_bytes,
             zero_ahead_bytes: config.zero_ahead_bytes,
         };
+        // A shard pinned to the router's CPU runs inside the router's executor (shard::link).
+        if cpu.is_some() && *cpu == router_cpu {
+            links.push(PlannedLink::Local(storage));
+            continue;
+        }
+        let (tx, rx) = shared_channel::new_bounded(shard::link::QUEUE_DEPTH);
+        // Replies travel back on their own channel, to be completed on the router's thread.
+        let (done_tx, done_rx) = shared_channel::new_bounded(shard::link::QUEUE_DEPTH);
+        links.push(PlannedLink::Remote(tx, done_rx));
         let handle = builder(format!("shard-{i}"), *cpu)
             .spawn(move || async move {
                 // Each connect waits for its peer, so both are made at once.
                 let (done, requests) = futures::join!(done_tx.connect(), rx.connect());
                 shard::messages::ship_replies_through(done);
-                shard::serve(ShardId(i), storage, requests).await
+                shard::serve(ShardId(i), storage, Inbox::Remote(requests)).await
             })
             .map_err(|e| format!("cannot start shard {i}: {e}"))?;
-        shards.push(handle);
+        shards.push((i, handle));
     }
     let describe = match &config.placement {
         Placement::Pinned { router, shards } => format!("router on CPU {router}, shards on CPUs {shards:?}"),
@@ -103,23 +113,32 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     let router_config = config.clone();
     let router = builder("router".into(), router_cpu)
         .spawn(move || async move {
-            let mut connected = Vec::with_capacity(senders.len());
-            for (s, done) in senders.into_iter().zip(completions) {
-                let (s, done) = futures::join!(s.connect(), done.connect());
-                connected.push(s);
-                glommio::spawn_local(async move {
-                    while let Some(complete) = done.recv().await {
-                        complete();
+            let mut connected = Vec::with_capacity(links.len());
+            for (i, planned) in links.into_iter().enumerate() {
+                connected.push(match planned {
+                    PlannedLink::Local(storage) => {
+                        let (link, inbox) = shard::link::local();
+                        glommio::spawn_local(shard::serve(ShardId(i), storage, inbox)).detach();
+                        link
                     }
-                })
-                .detach();
+                    PlannedLink::Remote(s, done) => {
+                        let (s, done) = futures::join!(s.connect(), done.connect());
+                        glommio::spawn_local(async move {
+                            while let Some(complete) = done.recv().await {
+                                complete();
+                            }
+                        })
+                        .detach();
+                        ShardLink::Remote(s)
+                    }
+                });
             }
             router::run(router_config, connected, stop).await
         })
         .map_err(|e| format!("cannot start the router: {e}"))?;
     // On a router error the shards wait for requests that will never come: end the process.
     router.join().map_err(|e| format!("router stopped: {e}"))??;
-    for (i, s) in shards.into_iter().enumerate() {
+    for (i, s) in shards {
         s.join().map_err(|e| format!("shard {i} stopped: {e}"))?;
     }
     Ok(())

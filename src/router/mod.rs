@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
-use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 
 use crate::config::ServeConfig;
 use crate::metadata::configs::LogConfig;
 use crate::metadata::{self, Metadata, Topic};
+use crate::shard::link::ShardLink;
 use crate::shard::messages::{Reply, ShardRequest, TopicPartition};
 use crate::shard::ShardId;
 
@@ -28,7 +28,7 @@ pub struct Router {
     pub config: ServeConfig,
     /// Host and port clients are told to connect to.
     pub advertised: (String, i32),
-    shards: Vec<ConnectedSender<ShardRequest>>,
+    shards: Vec<ShardLink>,
     pub metadata: RefCell<Metadata>,
     /// Requests accepted but not yet answered, across connections.
     pub in_flight: Cell<usize>,
@@ -228,11 +228,7 @@ impl Router {
 /// Runs the router until `stop` is set: opens every recorded partition on its shard, then
 /// accepts connections. On stop: no new connections, in-flight requests finish, shards seal
 /// their logs.
-pub async fn run(
-    config: ServeConfig,
-    shards: Vec<ConnectedSender<ShardRequest>>,
-    stop: Arc<AtomicBool>,
-) -> Result<(), String> {
+pub async fn run(config: ServeConfig, shards: Vec<ShardLink>, stop: Arc<AtomicBool>) -> Result<(), String> {
     let metadata = Metadata::load(&config.data_dir, shards.len()).map_err(|e| e.to_string())?;
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -1,6 +1,7 @@
 //! A shard: one pinned executor that owns a disjoint set of partitions and serves the router's
 //! requests for them. It never blocks on I/O and shares nothing with other cores.
 
+pub mod link;
 pub mod messages;
 pub mod partition;
 pub mod producers;
@@ -14,12 +15,12 @@ use std::time::Instant;
 use bytes::BytesMut;
 use futures::channel::oneshot;
 use futures::future::select;
-use glommio::channels::shared_channel::ConnectedReceiver;
 
 use crate::group::{Coordinator, GroupCall};
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::errors::PartitionError;
+use link::Inbox;
 use messages::*;
 use partition::{CacheBudget, Partition};
 
@@ -54,7 +55,7 @@ impl Shard {
 
     /// Serves requests until `Shutdown`. Produce appends happen here, in arrival order, so that
     /// requests from one connection keep their order; everything that waits runs in its own task.
-    pub async fn run(self: Rc<Self>, requests: ConnectedReceiver<ShardRequest>) {
+    pub async fn run(self: Rc<Self>, requests: Inbox) {
         glommio::spawn_local(retention_loop(Rc::downgrade(&self))).detach();
         while let Some(request) = requests.recv().await {
             match request {
@@ -293,7 +294,7 @@ pub struct Storage {
 }
 
 /// Serves one shard; `main` builds the executor and calls this inside it.
-pub async fn serve(_id: ShardId, storage: Storage, requests: ConnectedReceiver<ShardRequest>) {
+pub async fn serve(_id: ShardId, storage: Storage, requests: Inbox) {
     let shard = Shard::new(storage);
     shard.run(requests).await;
 }

@@ -6,7 +6,7 @@ import os
 import threading
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from conftest import kp_consume_all, kp_create_topic, unique_topic
 
@@ -77,3 +77,34 @@ def test_two_shards_unpinned(broker_factory):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="pinning 2 shards needs 2 CPUs")
 def test_two_shards_pinned(broker_factory):
     run_shard_round_trip(broker_factory(shards=2))
+
+
+def test_shard_on_the_router_cpu(broker_factory):
+    """`--router-core 0 --shard-cores 0`: the shard runs inside the router's executor. Produce,
+    fetch, restart, a kill -9 and a consumer group's committed offsets all work as with a shard
+    on a CPU of its own."""
+    broker = broker_factory(args=["--router-core", "0", "--shard-cores", "0"])
+    run_shard_round_trip(broker)
+
+    topic = kp_create_topic(broker.bootstrap, unique_topic("beside"), partitions=PARTITIONS)
+    sent = produce_to_every_partition(broker.bootstrap, topic, count=40)
+    broker.kill9()
+    broker.start()
+    check_round_trip(broker, topic, sent)
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id="beside-group",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=10_000)
+    seen = 0
+    for _ in consumer:
+        seen += 1
+        if seen == 8 * 40:
+            break
+    consumer.commit()
+    consumer.close()
+    assert seen == 8 * 40
+    broker.restart()
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="beside-group")
+    committed = {p: consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)}
+    consumer.close()
+    assert committed == {p: 40 for p in range(PARTITIONS)}
