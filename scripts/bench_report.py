@@ -232,6 +232,7 @@ def main():
     print()
     print(f"pinion benchmark: {m.get('cpus')} x {m.get('cpu_model')}, {m.get('filesystem')}, kernel {m.get('kernel')}, "
           f"commit {m.get('commit')}, load average {m.get('load_before')} before / {m.get('load_after')} after")
+    print(f"pinion serve {m.get('broker_args') or '(default placement)'}; generator CPUs: {m.get('generator_cpus') or 'all'}")
     print("MB/s = 10^6 bytes/s of record batches as stored and sent; ratios are against limits measured in this run.")
     if any(k.startswith("xcheck_") for k in r):
         print("Cross-check runs: broker on CPU 0, generator on CPU 1.")
