@@ -1,5 +1,6 @@
-//! A shard: one pinned executor that owns a disjoint set of partitions and serves the router's
-//! requests for them. It never blocks on I/O and shares nothing with other cores.
+//! A shard: the owner of a disjoint set of partitions, serving the router's requests for them.
+//! It runs on a pinned executor of its own, or inside the router's when it is placed on the
+//! router's CPU (see `link`). It never blocks on I/O and shares nothing with other cores.
 
 pub mod link;
 pub mod messages;
