@@ -143,7 +143,8 @@ impl<T: Send + 'static> Drop for Reply<T> {
 fn ship(completion: Completion) {
     let sender = COMPLETIONS.with(|c| c.borrow().clone());
     match sender {
-        // Not a shard thread (the router itself, or a test): complete here.
+        // The router's own thread (a shard running inside the router, or the router itself),
+        // or a test: the waiting task is local, so complete here.
         None => completion(),
         Some(sender) => match sender.try_send(completion) {
             Ok(()) => {}

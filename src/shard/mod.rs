@@ -294,7 +294,7 @@ pub struct Storage {
     pub zero_ahead_bytes: u64,
 }
 
-/// Serves one shard; `main` builds the executor and calls this inside it.
+/// Serves one shard on the calling executor: its own, or the router's (`main` decides).
 pub async fn serve(_id: ShardId, storage: Storage, requests: Inbox) {
     let shard = Shard::new(storage);
     shard.run(requests).await;
