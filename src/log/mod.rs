@@ -309,7 +309,8 @@ impl PartitionLog {
     /// commit, or an inode write on a file system without a journal), and io_uring hands every
     /// such write to a kernel worker thread. One into allocated but unwritten blocks (after
     /// fallocate) must record that they now hold data, which a kernel worker does after the
-    /// write, before it counts as done (docs/benchmarks.md: no faster than extending). A
+    /// write, before it counts as done: slower than extending at e2e rates on the reference
+    /// machine's disk (tuning.md), though it saves the hand-off (docs/benchmarks.md). A
     /// write over blocks already written and synced is data only: it takes about half as long
     /// and no thread hand-off. So after a durable write, when such writes are small (see
     /// `ZERO_AHEAD_MAX_WRITE_BYTES`) and fewer than half a step of zeros is left past it, a
