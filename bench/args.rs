@@ -28,6 +28,9 @@ pub enum Mode {
     CreateTopic(CreateTopicArgs),
     /// Machine limit: O_DIRECT sequential write, then read, bandwidth of a directory's disk.
     Disk(DiskArgs),
+    /// Machine limit: latency of durable (O_DSYNC) appends at a fixed rate, spread over several
+    /// files, as a broker's partitions make acks=all records durable.
+    Durable(DurableArgs),
     /// Machine limit: TCP bandwidth between two threads over 127.0.0.1.
     Loopback(LoopbackArgs),
 }
@@ -196,6 +199,28 @@ pub struct DiskArgs {
     /// Bytes to write (and read back) in total.
     #[arg(long, default_value_t = 2 << 30)]
     pub total_bytes: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DurableArgs {
+    /// Directory to write the probe files in (they are deleted afterwards).
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Files written at once, each by its own thread (one per partition with a write in flight).
+    #[arg(long, default_value_t = 5)]
+    pub files: usize,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 256 << 10)]
+    pub io_bytes: usize,
+    /// Total rate over all files, in MB/s (10^6 bytes).
+    #[arg(long)]
+    pub mb_per_s: f64,
+    /// Seconds to write.
+    #[arg(long, default_value_t = 8.0)]
+    pub duration: f64,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -70,6 +70,15 @@ fn run(mode: Mode) -> Result<bool> {
             }
             Ok(true)
         }
+        Mode::Durable(a) => {
+            let v = probe::durable(&a)?;
+            if a.json {
+                println!("{v}");
+            } else {
+                probe::print_durable(&v);
+            }
+            Ok(true)
+        }
         Mode::Loopback(a) => {
             let v = probe::loopback(&a)?;
             if a.json {

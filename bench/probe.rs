@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::args::{parse_cpu_list, DiskArgs, LoopbackArgs};
+use crate::args::{parse_cpu_list, DiskArgs, DurableArgs, LoopbackArgs};
 use crate::produce::pin;
 use crate::stats::{latency_us, new_histogram};
 
@@ -133,6 +133,117 @@ pub fn print_disk(v: &Value) {
         f["p99"].as_f64().unwrap_or(0.0),
         f["p99_9"].as_f64().unwrap_or(0.0),
         f["max"].as_f64().unwrap_or(0.0)
+    );
+}
+
+/// Durable appends at a fixed total rate: `files` threads, each appending `io_bytes` writes to
+/// its own fresh O_DIRECT | O_DSYNC file on a schedule, staggered so that the writes arrive
+/// evenly. This is the disk's share of an acks=all produce at that rate when every partition
+/// write is its own durable append, with no broker, network or client in the way. Latency is
+/// each write's own (issue to completion); a write that falls behind its schedule is issued at
+/// once, and how far behind the slowest one fell is reported too.
+pub fn durable(args: &DurableArgs) -> Result<Value> {
+    if args.io_bytes == 0 || !args.io_bytes.is_multiple_of(ALIGN_BYTES) {
+        bail!("--io-bytes must be a positive multiple of {ALIGN_BYTES}");
+    }
+    if args.files == 0 || args.mb_per_s <= 0.0 || args.duration <= 0.0 {
+        bail!("--files, --mb-per-s and --duration must be positive");
+    }
+    let files = args.files;
+    let writes_per_s = args.mb_per_s * 1e6 / args.io_bytes as f64;
+    let interval = Duration::from_secs_f64(files as f64 / writes_per_s);
+    let writes_each = (args.duration * writes_per_s / files as f64).ceil().max(1.0) as u64;
+    let paths: Vec<_> = (0..files)
+        .map(|i| args.dir.join(format!(".pinion-bench-durable-{}-{i}", std::process::id())))
+        .collect();
+    let start = Instant::now() + Duration::from_millis(10);
+    let threads: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let (path, io_bytes) = (path.clone(), args.io_bytes);
+            let first = start + interval.mul_f64(i as f64 / files as f64);
+            std::thread::spawn(move || durable_writer(&path, io_bytes, first, interval, writes_each))
+        })
+        .collect();
+    let mut hist = new_histogram();
+    let mut behind = Duration::ZERO;
+    let mut result = Ok(());
+    for t in threads {
+        match t.join().map_err(|_| anyhow::anyhow!("writer panicked")).and_then(|r| r) {
+            Ok((h, b)) => {
+                hist.add(&h).expect("same bounds");
+                behind = behind.max(b);
+            }
+            Err(e) => result = Err(e),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let bytes = hist.len() * args.io_bytes as u64;
+    Ok(json!({
+        "dir": args.dir.display().to_string(),
+        "files": files,
+        "io_bytes": args.io_bytes,
+        "target_mb_per_s": args.mb_per_s,
+        "mb_per_s": bytes as f64 / elapsed / 1e6,
+        "writes": hist.len(),
+        "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0 },
+        "most_behind_schedule_ms": behind.as_secs_f64() * 1000.0,
+    }))
+}
+
+fn durable_writer(
+    path: &Path,
+    io_bytes: usize,
+    first: Instant,
+    interval: Duration,
+    writes: u64,
+) -> Result<(hdrhistogram::Histogram<u64>, Duration)> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(path)
+        .with_context(|| format!("cannot open {} with O_DIRECT | O_DSYNC", path.display()))?;
+    let mut buf = AlignedBuf::new(io_bytes);
+    buf.as_mut_slice().fill(b'd');
+    let mut hist = new_histogram();
+    let mut behind = Duration::ZERO;
+    for n in 0..writes {
+        let due = first + interval.mul_f64(n as f64);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        } else {
+            behind = behind.max(now - due);
+        }
+        let issued = Instant::now();
+        file.write_all_at(buf.as_mut_slice(), n * io_bytes as u64).context("durable write")?;
+        hist.record((issued.elapsed().as_micros() as u64).clamp(1, hist.high())).expect("in range");
+    }
+    Ok((hist, behind))
+}
+
+pub fn print_durable(v: &Value) {
+    let l = &v["latency_ms"];
+    println!(
+        "disk {}: O_DSYNC appends of {} B to {} files at {:.0} MB/s (asked {:.0}): p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
+        v["dir"].as_str().unwrap_or(""),
+        v["io_bytes"],
+        v["files"],
+        v["mb_per_s"].as_f64().unwrap_or(0.0),
+        v["target_mb_per_s"].as_f64().unwrap_or(0.0),
+        l["p50"].as_f64().unwrap_or(0.0),
+        l["p99"].as_f64().unwrap_or(0.0),
+        l["p99_9"].as_f64().unwrap_or(0.0),
+        l["max"].as_f64().unwrap_or(0.0),
+        v["most_behind_schedule_ms"].as_f64().unwrap_or(0.0),
     );
 }
 
