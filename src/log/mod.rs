@@ -364,12 +364,12 @@ impl PartitionLog {
     /// `retention.ms`, or while the log stays at or above `retention.bytes` without them, as
     /// Kafka does; the log start offset moves to the first segment kept. The active segment
     /// is never deleted. Returns how many segments went.
-    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let (retention_ms, retention_bytes) = {
             let c = self.config.borrow();
             (c.retention_ms, c.retention_bytes)
         };
-        let mut deleted = 0;
+        let (mut deleted, mut doomed) = (0, Vec::new());
         loop {
             let victim = {
                 let segments = self.segments.borrow();
@@ -385,11 +385,18 @@ impl PartitionLog {
                 }
                 oldest.clone()
             };
-            self.remove_oldest_segment(&victim)?;
+            doomed.extend(self.detach_oldest_segment(&victim));
             deleted += 1;
         }
         if deleted > 0 {
-            sync_dir(&self.dir)?;
+            // Unlinking a large file frees its blocks, and the directory sync waits for the
+            // disk: both off the shard's thread.
+            let dir = self.dir.clone();
+            off_reactor(move || {
+                delete_files(&doomed)?;
+                sync_dir(&dir)
+            })
+            .await?;
         }
         Ok(deleted)
     }
@@ -406,7 +413,8 @@ impl PartitionLog {
                     _ => break,
                 }
             };
-            self.remove_oldest_segment(&oldest)?;
+            let doomed = self.detach_oldest_segment(&oldest);
+            delete_files(&doomed)?;
             deleted += 1;
         }
         if deleted > 0 {
@@ -420,24 +428,17 @@ impl PartitionLog {
         self.segments.borrow().len().saturating_sub(1)
     }
 
-    /// Drops the oldest segment from the log and deletes its files; the log then starts at the
-    /// next segment.
-    fn remove_oldest_segment(&self, victim: &Segment) -> Result<(), LogError> {
+    /// Drops the oldest segment from the log, which then starts at the next segment, and
+    /// returns the paths of its files for `delete_files`. Readers holding the segment keep its
+    /// file open.
+    fn detach_oldest_segment(&self, victim: &Segment) -> Vec<PathBuf> {
         let mut segments = self.segments.borrow_mut();
         segments.remove(0);
         self.log_start_offset.set(segments[0].base_offset);
-        drop(segments);
-        // Readers holding the segment keep its file open; the name goes now.
-        for ext in ["log", "index", "timeindex"] {
-            let path = self.dir.join(segment::file_name(victim.base_offset, ext));
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(LogError::io("delete", &path, e))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        ["log", "index", "timeindex"]
+            .iter()
+            .map(|ext| self.dir.join(segment::file_name(victim.base_offset, ext)))
+            .collect()
     }
 
     /// Makes every completed write durable.
@@ -453,8 +454,8 @@ impl PartitionLog {
         let next = Segment::create(&self.dir, base_offset.max(active.next_offset.get())).await?;
         self.segments.borrow_mut().push(Rc::new(next));
         self.tail.borrow_mut().clear();
-        sync_dir(&self.dir)?;
-        Ok(())
+        let dir = self.dir.clone();
+        off_reactor(move || sync_dir(&dir)).await
     }
 
     /// Makes a segment final: data synced, file cut to its exact size (dropping the padding of
@@ -470,9 +471,12 @@ impl PartitionLog {
             let next_relative = (seg.next_offset.get() - seg.base_offset) as u32;
             (index.encode_offsets(), index.encode_times(next_relative))
         };
-        write_synced(&self.dir.join(segment::file_name(seg.base_offset, "index")), &offsets)?;
-        write_synced(&self.dir.join(segment::file_name(seg.base_offset, "timeindex")), &times)?;
-        Ok(())
+        let (dir, base) = (self.dir.clone(), seg.base_offset);
+        off_reactor(move || {
+            write_synced(&dir.join(segment::file_name(base, "index")), &offsets)?;
+            write_synced(&dir.join(segment::file_name(base, "timeindex")), &times)
+        })
+        .await
     }
 
     /// Clean shutdown: the active segment is sealed like a rolled one.
@@ -599,6 +603,31 @@ async fn write_zeros(seg: &Segment, position: u64, len: usize) -> Result<(), Log
         file.write_at(buf, position).await.map_err(|e| LogError::io("write zeros", &seg.path, e))?;
     if written < len {
         return Err(LogError::ShortWrite { path: seg.path.clone(), written, expected: len });
+    }
+    Ok(())
+}
+
+/// Runs blocking file-system work (create, fsync, rename) on the executor's blocking thread and
+/// waits for it there. An fsync waits for the disk, behind every write queued before it: under
+/// heavy durable writes that is milliseconds, and done on a shard's own thread it would stall
+/// every other partition of the shard, and the router when they share a CPU, for as long (the
+/// eight partitions of a steadily produced topic roll within moments of each other).
+async fn off_reactor<F>(work: F) -> Result<(), LogError>
+where
+    F: FnOnce() -> Result<(), LogError> + Send + 'static,
+{
+    glommio::executor().spawn_blocking(work).await
+}
+
+/// Deletes files that may already be gone.
+fn delete_files(paths: &[PathBuf]) -> Result<(), LogError> {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LogError::io("delete", path, e))
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

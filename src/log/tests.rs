@@ -920,12 +920,12 @@ fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
         assert!(segments >= 3, "several segments to work with");
 
         // Nothing is old or big enough yet: nothing goes.
-        assert_eq!(log.apply_retention(1_000).unwrap(), 0);
+        assert_eq!(log.apply_retention(1_000).await.unwrap(), 0);
 
         // retention.bytes: keep at least this many bytes, deleting whole segments only.
         cfg.retention_bytes = 1500;
         log.set_config(cfg.clone());
-        let deleted = log.apply_retention(1_000).unwrap();
+        let deleted = log.apply_retention(1_000).await.unwrap();
         assert!(deleted >= 1);
         let kept: u64 = files(dir.path(), "log").iter().map(|(_, p)| file_len(p)).sum();
         assert!(kept >= 1500, "{kept} bytes kept");
@@ -937,7 +937,7 @@ fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
         cfg.retention_bytes = -1;
         cfg.retention_ms = 10;
         log.set_config(cfg);
-        log.apply_retention(1_000_000).unwrap();
+        log.apply_retention(1_000_000).await.unwrap();
         let left = files(dir.path(), "log");
         assert_eq!(left.len(), 1, "only the active segment is left");
         assert_eq!(log.log_start_offset(), left[0].0);

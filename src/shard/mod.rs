@@ -261,7 +261,7 @@ async fn retention_loop(shard: std::rc::Weak<Shard>) {
         let now = crate::group::store::now_ms();
         let partitions: Vec<Rc<Partition>> = shard.partitions.borrow().values().cloned().collect();
         for p in partitions {
-            match p.log.apply_retention(now) {
+            match p.log.apply_retention(now).await {
                 Ok(0) => {}
                 Ok(n) => eprintln!(
                     "pinion: {}: retention deleted {n} segments, log starts at {}",
