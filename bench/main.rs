@@ -62,43 +62,26 @@ fn run(mode: Mode) -> Result<bool> {
             Ok(true)
         }
         Mode::Disk(a) => {
-            let v = probe::disk(&a)?;
-            if a.json {
-                println!("{v}");
-            } else {
-                probe::print_disk(&v);
-            }
+            show(&probe::disk(&a)?, a.json, probe::print_disk);
             Ok(true)
         }
         Mode::Durable(a) => {
-            let v = probe::durable(&a)?;
-            if a.json {
-                println!("{v}");
-            } else {
-                probe::print_durable(&v);
-            }
+            show(&probe::durable(&a)?, a.json, probe::print_durable);
             Ok(true)
         }
         Mode::Loopback(a) => {
-            let v = probe::loopback(&a)?;
-            if a.json {
-                println!("{v}");
-            } else {
-                let runs: Vec<String> = v["runs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| format!("{:.2}", r["gb_per_s"].as_f64().unwrap_or(0.0)))
-                    .collect();
-                println!(
-                    "loopback TCP: {:.2} GB/s (best of {} runs: {} GB/s)",
-                    v["gb_per_s"].as_f64().unwrap_or(0.0),
-                    runs.len(),
-                    runs.join(", ")
-                );
-            }
+            show(&probe::loopback(&a)?, a.json, probe::print_loopback);
             Ok(true)
         }
+    }
+}
+
+/// Prints a probe's result as JSON, or in words.
+fn show(result: &serde_json::Value, json: bool, in_words: fn(&serde_json::Value)) {
+    if json {
+        println!("{result}");
+    } else {
+        in_words(result);
     }
 }
 

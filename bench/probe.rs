@@ -247,6 +247,21 @@ pub fn print_durable(v: &Value) {
     );
 }
 
+pub fn print_loopback(v: &Value) {
+    let runs: Vec<String> = v["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{:.2}", r["gb_per_s"].as_f64().unwrap_or(0.0)))
+        .collect();
+    println!(
+        "loopback TCP: {:.2} GB/s (best of {} runs: {} GB/s)",
+        v["gb_per_s"].as_f64().unwrap_or(0.0),
+        runs.len(),
+        runs.join(", ")
+    );
+}
+
 pub fn loopback(args: &LoopbackArgs) -> Result<Value> {
     let mut runs = Vec::new();
     for _ in 0..args.runs.max(1) {
