@@ -371,7 +371,7 @@ impl PartitionLog {
         };
         let (mut deleted, mut doomed) = (0, Vec::new());
         loop {
-            let victim = {
+            {
                 let segments = self.segments.borrow();
                 let Some(oldest) = segments.first().filter(|_| segments.len() > 1) else { break };
                 let newest_ms = oldest.index.borrow().max_timestamp();
@@ -383,9 +383,8 @@ impl PartitionLog {
                 if !(too_old || too_big) {
                     break;
                 }
-                oldest.clone()
-            };
-            doomed.extend(self.detach_oldest_segment(&victim));
+            }
+            doomed.extend(self.detach_oldest_segment());
             deleted += 1;
         }
         if deleted > 0 {
@@ -405,16 +404,8 @@ impl PartitionLog {
     /// contents a later snapshot supersedes (the offsets log). Returns how many went.
     pub fn delete_sealed_segments(&self) -> Result<usize, LogError> {
         let mut deleted = 0;
-        loop {
-            let oldest = {
-                let segments = self.segments.borrow();
-                match segments.first() {
-                    Some(s) if segments.len() > 1 => s.clone(),
-                    _ => break,
-                }
-            };
-            let doomed = self.detach_oldest_segment(&oldest);
-            delete_files(&doomed)?;
+        while self.segments.borrow().len() > 1 {
+            delete_files(&self.detach_oldest_segment())?;
             deleted += 1;
         }
         if deleted > 0 {
@@ -431,9 +422,9 @@ impl PartitionLog {
     /// Drops the oldest segment from the log, which then starts at the next segment, and
     /// returns the paths of its files for `delete_files`. Readers holding the segment keep its
     /// file open.
-    fn detach_oldest_segment(&self, victim: &Segment) -> Vec<PathBuf> {
+    fn detach_oldest_segment(&self) -> Vec<PathBuf> {
         let mut segments = self.segments.borrow_mut();
-        segments.remove(0);
+        let victim = segments.remove(0);
         self.log_start_offset.set(segments[0].base_offset);
         ["log", "index", "timeindex"]
             .iter()
