@@ -51,21 +51,29 @@ impl Drop for AlignedBuf {
     }
 }
 
-fn open_direct(path: &Path, create: bool) -> Result<File> {
+/// Opens `path` for direct I/O, `create` making it fresh; with `dsync`, every write is durable
+/// when it returns (O_DSYNC).
+fn open_direct(path: &Path, create: bool, dsync: bool) -> Result<File> {
+    let flags = if dsync { libc::O_DIRECT | libc::O_DSYNC } else { libc::O_DIRECT };
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
         .truncate(create)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(flags)
         .open(path)
-        .with_context(|| format!("cannot open {} with O_DIRECT", path.display()))
+        .with_context(|| format!("cannot open {} for direct I/O", path.display()))
+}
+
+fn check_io_bytes(io_bytes: usize) -> Result<()> {
+    if io_bytes == 0 || !io_bytes.is_multiple_of(ALIGN_BYTES) {
+        bail!("--io-bytes must be a positive multiple of {ALIGN_BYTES}");
+    }
+    Ok(())
 }
 
 pub fn disk(args: &DiskArgs) -> Result<Value> {
-    if args.io_bytes == 0 || !args.io_bytes.is_multiple_of(ALIGN_BYTES) {
-        bail!("--io-bytes must be a positive multiple of {ALIGN_BYTES}");
-    }
+    check_io_bytes(args.io_bytes)?;
     let path = args.dir.join(format!(".pinion-bench-disk-{}", std::process::id()));
     let result = disk_at(&path, args);
     let _ = std::fs::remove_file(&path);
@@ -80,7 +88,7 @@ fn disk_at(path: &Path, args: &DiskArgs) -> Result<Value> {
         *b = b'A' + (i.wrapping_mul(7919) % 26) as u8;
     }
     // A fresh file that grows with every write, as the broker's segments do.
-    let file = open_direct(path, true)?;
+    let file = open_direct(path, true, false)?;
     let started = Instant::now();
     for i in 0..writes {
         file.write_all_at(buf.as_mut_slice(), i * args.io_bytes as u64).context("direct write")?;
@@ -89,7 +97,7 @@ fn disk_at(path: &Path, args: &DiskArgs) -> Result<Value> {
     let write_secs = started.elapsed().as_secs_f64();
     drop(file);
 
-    let file = open_direct(path, false)?;
+    let file = open_direct(path, false, false)?;
     let started = Instant::now();
     for i in 0..writes {
         file.read_exact_at(buf.as_mut_slice(), i * args.io_bytes as u64).context("direct read")?;
@@ -143,9 +151,7 @@ pub fn print_disk(v: &Value) {
 /// each write's own (issue to completion); a write that falls behind its schedule is issued at
 /// once, and how far behind the slowest one fell is reported too.
 pub fn durable(args: &DurableArgs) -> Result<Value> {
-    if args.io_bytes == 0 || !args.io_bytes.is_multiple_of(ALIGN_BYTES) {
-        bail!("--io-bytes must be a positive multiple of {ALIGN_BYTES}");
-    }
+    check_io_bytes(args.io_bytes)?;
     if args.files == 0 || args.mb_per_s <= 0.0 || args.duration <= 0.0 {
         bail!("--files, --mb-per-s and --duration must be positive");
     }
@@ -204,13 +210,7 @@ fn durable_writer(
     interval: Duration,
     writes: u64,
 ) -> Result<(hdrhistogram::Histogram<u64>, Duration)> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-        .open(path)
-        .with_context(|| format!("cannot open {} with O_DIRECT | O_DSYNC", path.display()))?;
+    let file = open_direct(path, true, true)?;
     let mut buf = AlignedBuf::new(io_bytes);
     buf.as_mut_slice().fill(b'd');
     let mut hist = new_histogram();
