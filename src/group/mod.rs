@@ -330,7 +330,10 @@ impl Coordinator {
                 Ok(synced) => synced.wait().await,
                 Err(e) => Err(e),
             };
-            let dropped = synced.and_then(|()| store.drop_sealed_segments());
+            let dropped = match synced {
+                Ok(()) => store.drop_sealed_segments().await,
+                Err(e) => Err(e),
+            };
             match dropped {
                 Ok(n) => eprintln!(
                     "pinion: {}-{index}: compacted to {} entries, {n} segments dropped",

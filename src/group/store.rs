@@ -155,8 +155,8 @@ impl OffsetStore {
     }
 
     /// Deletes the sealed segments, once a synced snapshot after them holds all they said.
-    pub fn drop_sealed_segments(&self) -> Result<usize, String> {
-        self.partition.log.delete_sealed_segments().map_err(|e| e.to_string())
+    pub async fn drop_sealed_segments(&self) -> Result<usize, String> {
+        self.partition.log.delete_sealed_segments().await.map_err(|e| e.to_string())
     }
 
     pub async fn close(&self) {

@@ -387,31 +387,34 @@ impl PartitionLog {
             doomed.extend(self.detach_oldest_segment());
             deleted += 1;
         }
-        if deleted > 0 {
-            // Unlinking a large file frees its blocks, and the directory sync waits for the
-            // disk: both off the shard's thread.
-            let dir = self.dir.clone();
-            off_reactor(move || {
-                delete_files(&doomed)?;
-                sync_dir(&dir)
-            })
-            .await?;
-        }
+        self.delete_detached(doomed).await?;
         Ok(deleted)
     }
 
     /// Deletes every sealed segment, keeping only the active one: for a log whose older
     /// contents a later snapshot supersedes (the offsets log). Returns how many went.
-    pub fn delete_sealed_segments(&self) -> Result<usize, LogError> {
-        let mut deleted = 0;
+    pub async fn delete_sealed_segments(&self) -> Result<usize, LogError> {
+        let (mut deleted, mut doomed) = (0, Vec::new());
         while self.segments.borrow().len() > 1 {
-            delete_files(&self.detach_oldest_segment())?;
+            doomed.extend(self.detach_oldest_segment());
             deleted += 1;
         }
-        if deleted > 0 {
-            sync_dir(&self.dir)?;
-        }
+        self.delete_detached(doomed).await?;
         Ok(deleted)
+    }
+
+    /// Deletes the files of detached segments and syncs the directory. Unlinking a large file
+    /// frees its blocks, and the directory sync waits for the disk: both off the shard's thread.
+    async fn delete_detached(&self, paths: Vec<PathBuf>) -> Result<(), LogError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        off_reactor(move || {
+            delete_files(&paths)?;
+            sync_dir(&dir)
+        })
+        .await
     }
 
     /// Sealed segments (every one but the active).
