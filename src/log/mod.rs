@@ -423,8 +423,8 @@ impl PartitionLog {
     }
 
     /// Drops the oldest segment from the log, which then starts at the next segment, and
-    /// returns the paths of its files for `delete_files`. Readers holding the segment keep its
-    /// file open.
+    /// returns the paths of its files for `delete_detached`. Readers holding the segment keep
+    /// its file open.
     fn detach_oldest_segment(&self) -> Vec<PathBuf> {
         let mut segments = self.segments.borrow_mut();
         let victim = segments.remove(0);
