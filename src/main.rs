@@ -61,6 +61,7 @@ fn serve(config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     check_direct_io(&config.data_dir)?;
     check_scheduling_policy()?;
+    raise_open_files_limit();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while stopping ends the process at once.
@@ -142,6 +143,20 @@ fn serve(config: ServeConfig) -> Result<(), String> {
         s.join().map_err(|e| format!("shard {i} stopped: {e}"))?;
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one. Every partition holds a file open per
+/// segment, and every client a socket, so the 1,024 many shells start with runs out at about a
+/// thousand partitions; the hard limit is what the administrator allows (tuning.md).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write a plain struct for this process.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Refuses to start under SCHED_FIFO (`chrt -f`). An executor keeps polling its rings while

@@ -12,6 +12,7 @@ directory (data + broker log) is kept for inspection.
 
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -46,8 +47,9 @@ class BrokerError(AssertionError):
 class Broker:
     """One pinion process (and, across restarts, its successors) on one data dir."""
 
-    def __init__(self, workdir, args=(), overrides=None, shards=None, no_pin=False):
+    def __init__(self, workdir, args=(), overrides=None, shards=None, no_pin=False, open_files=None):
         self.workdir = Path(workdir)
+        self.open_files = open_files  # RLIMIT_NOFILE for the broker: n, or (soft, hard)
         self.data_dir = self.workdir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(args)
@@ -73,6 +75,13 @@ class Broker:
         return [str(BIN), "serve", "--listen", "127.0.0.1:0",
                 "--data-dir", str(self.data_dir), *self.extra_args]
 
+    def _limit_open_files(self):
+        limits = self.open_files if isinstance(self.open_files, tuple) else (self.open_files,) * 2
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+    def open_fds(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
     def start(self):
         if not BIN.exists():
             raise BrokerError(f"broker binary not found at {BIN} (cargo build --release)")
@@ -91,7 +100,8 @@ class Broker:
             text=True, errors="replace", bufsize=1,
             # Own process group: only this harness signals the broker (a Ctrl-C reaches
             # pytest, whose teardown then stops the broker and checks its exit code).
-            start_new_session=True)
+            start_new_session=True,
+            preexec_fn=self._limit_open_files if self.open_files else None)
 
         # Both pipes are drained for the whole life of the process so the broker can
         # never block on a full pipe, whatever it logs.
@@ -227,16 +237,18 @@ def test_workdir(request):
 
 @pytest.fixture
 def broker_factory(test_workdir):
-    """Start brokers with extra options: broker_factory(overrides={...}, shards=2, no_pin=True).
+    """Start brokers with extra options: broker_factory(overrides={...}, shards=2, no_pin=True,
+    open_files=600).
 
     Each call gets its own data dir. Brokers still running at the end are stopped with
     SIGTERM and must exit 0; a broker that died on its own fails the test's teardown.
     """
     brokers = []
 
-    def start(args=(), overrides=None, shards=None, no_pin=False, start=True):
+    def start(args=(), overrides=None, shards=None, no_pin=False, open_files=None, start=True):
         workdir = test_workdir / f"b{len(brokers)}"
-        b = Broker(workdir, args=args, overrides=overrides, shards=shards, no_pin=no_pin)
+        b = Broker(workdir, args=args, overrides=overrides, shards=shards, no_pin=no_pin,
+                   open_files=open_files)
         brokers.append(b)
         return b.start() if start else b
 

@@ -94,6 +94,19 @@ def test_garbage_frames_close_the_connection(broker):
     live.close()
 
 
+def test_open_files_soft_limit_is_raised_to_the_hard_one(broker_factory):
+    """Many shells start with a soft limit of 1,024 open files and a far higher hard one; the
+    broker raises its soft limit to the hard one, so a thousand partitions fit."""
+    broker = broker_factory(open_files=(600, 4096))
+    limits = Path(f"/proc/{broker.proc.pid}/limits").read_text()
+    soft, hard = next(line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files"))
+    assert (soft, hard) == ("4096", "4096")
+    topic = kp_create_topic(broker.bootstrap, unique_topic("thousand"), partitions=1000)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    assert producer.send(topic, b"last", partition=999).get(timeout=10).offset == 0
+    producer.close()
+
+
 def test_batch_above_message_max_bytes_is_rejected(broker_factory):
     broker = broker_factory(overrides={"message.max.bytes": 10000})
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all",
