@@ -85,16 +85,32 @@ impl Router {
 
     /// Records a new topic (or new partitions of one) and opens the partitions on their shards.
     /// The metadata is made durable first, so a crash never leaves data without a topic.
+    /// Records a topic, opens its partitions from `first_new` on, then saves the metadata. The
+    /// topic is in the metadata from the start, so a second request for the same name sees it;
+    /// if a partition cannot be opened (the process out of open files, say) or the metadata
+    /// cannot be saved, the partitions opened here are closed and removed again and the topic
+    /// is put back as it was. A crash before the save leaves directories the saved metadata
+    /// does not name; creating them again starts them afresh.
     pub async fn add_partitions(&self, name: &str, topic: Topic, first_new: usize) -> Result<(), String> {
         let config = self.log_config(&topic);
         let shards = topic.partition_shards.clone();
-        {
-            let mut meta = self.metadata.borrow_mut();
-            meta.topics.insert(name.to_string(), topic);
-            meta.save().map_err(|e| e.to_string())?;
-        }
+        let before = self.metadata.borrow_mut().topics.insert(name.to_string(), topic);
         let topic_name: Arc<str> = Arc::from(name);
-        self.open_partitions(&topic_name, &shards, first_new, &config, true).await
+        let mut result = self.open_partitions(&topic_name, &shards, first_new, &config, true).await;
+        if result.is_ok() {
+            result = self.metadata.borrow().save().map_err(|e| e.to_string());
+        }
+        if result.is_err() {
+            {
+                let mut meta = self.metadata.borrow_mut();
+                match before {
+                    Some(t) => meta.topics.insert(name.to_string(), t),
+                    None => meta.topics.remove(name),
+                };
+            }
+            self.delete_partitions(&topic_name, &shards, first_new).await?;
+        }
+        result
     }
 
     async fn open_partitions(
@@ -151,26 +167,42 @@ impl Router {
         let topic = {
             let mut meta = self.metadata.borrow_mut();
             let topic = meta.topics.remove(name).ok_or_else(|| format!("unknown topic {name}"))?;
-            meta.save().map_err(|e| e.to_string())?;
+            if let Err(e) = meta.save() {
+                meta.topics.insert(name.to_string(), topic);
+                return Err(e.to_string());
+            }
             topic
         };
         let topic_name: Arc<str> = Arc::from(name);
+        self.delete_partitions(&topic_name, &topic.partition_shards, 0).await?;
         for shard in 0..self.shards.len() {
-            let items: Vec<TopicPartition> = topic
-                .partition_shards
+            // Committed offsets of the topic go with it, as in Kafka.
+            let call = crate::group::GroupCall::DropTopic { topic: name.to_string() };
+            self.post(ShardId(shard), ShardRequest::Group(call)).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Closes a topic's partitions from `first` on and deletes their data.
+    async fn delete_partitions(
+        &self,
+        topic: &Arc<str>,
+        shards: &[usize],
+        first: usize,
+    ) -> Result<(), String> {
+        for shard in 0..self.shards.len() {
+            let items: Vec<TopicPartition> = shards
                 .iter()
                 .enumerate()
+                .skip(first)
                 .filter(|(_, &s)| s == shard)
-                .map(|(p, _)| TopicPartition::new(topic_name.clone(), p as i32))
+                .map(|(p, _)| TopicPartition::new(topic.clone(), p as i32))
                 .collect();
             if !items.is_empty() {
                 self.ask(ShardId(shard), |reply| ShardRequest::DeletePartitions { items, reply })
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            // Committed offsets of the topic go with it, as in Kafka.
-            let call = crate::group::GroupCall::DropTopic { topic: name.to_string() };
-            self.post(ShardId(shard), ShardRequest::Group(call)).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

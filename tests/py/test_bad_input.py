@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (KafkaTimeoutError, MessageSizeTooLargeError,
                           UnknownTopicOrPartitionError)
@@ -92,6 +92,37 @@ def test_garbage_frames_close_the_connection(broker):
         versions = wire.api_versions_v0(sock)
     assert 0 in versions and 1 in versions and 3 in versions  # Produce, Fetch, Metadata
     live.close()
+
+
+def test_more_partitions_than_open_files_allow_are_refused_whole(broker_factory):
+    """Each partition holds its segment file open. Asking for more partitions than the
+    process may open files fails with a clear error, and leaves nothing half made: the
+    partitions opened before the limit was hit are closed and removed again, and the broker
+    goes on serving, growing and creating within the limit."""
+    broker = broker_factory(open_files=600)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = kp_create_topic(broker.bootstrap, unique_topic("wide"))
+    fds = broker.open_fds()
+
+    with pytest.raises(KafkaException) as grown:
+        admin.create_partitions([NewPartitions(topic, 2000)])[topic].result(timeout=60)
+    assert "Too many open files" in str(grown.value)
+    assert broker.open_fds() <= fds + 4, "the partitions opened before the failure are still open"
+    assert len(admin.list_topics(timeout=10).topics[topic].partitions) == 1
+    assert sorted(p.name for p in broker.data_dir.glob(f"{topic}-*")) == [f"{topic}-0"]
+
+    wider = unique_topic("wider")
+    with pytest.raises(KafkaException) as created:
+        admin.create_topics([NewTopic(wider, 2000, 1)])[wider].result(timeout=60)
+    assert "Too many open files" in str(created.value)
+    assert wider not in admin.list_topics(timeout=10).topics
+    assert not list(broker.data_dir.glob(f"{wider}-*"))
+
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=30)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    for partition in range(4):
+        assert producer.send(topic, b"fits", partition=partition).get(timeout=10).offset == 0
+    producer.close()
 
 
 def test_open_files_soft_limit_is_raised_to_the_hard_one(broker_factory):
