@@ -84,33 +84,33 @@ impl Router {
     }
 
     /// Records a new topic (or new partitions of one) and opens the partitions on their shards.
-    /// The metadata is made durable first, so a crash never leaves data without a topic.
-    /// Records a topic, opens its partitions from `first_new` on, then saves the metadata. The
-    /// topic is in the metadata from the start, so a second request for the same name sees it;
-    /// if a partition cannot be opened (the process out of open files, say) or the metadata
-    /// cannot be saved, the partitions opened here are closed and removed again and the topic
-    /// is put back as it was. A crash before the save leaves directories the saved metadata
-    /// does not name; creating them again starts them afresh.
+    /// The metadata is made durable first, so a crash never leaves data without a topic. If a
+    /// partition cannot be opened (the process out of open files, say), the partitions opened
+    /// here are closed and removed again and the topic is put back as it was, in memory and
+    /// then on disk: a topic never goes on naming partitions that did not open.
     pub async fn add_partitions(&self, name: &str, topic: Topic, first_new: usize) -> Result<(), String> {
         let config = self.log_config(&topic);
         let shards = topic.partition_shards.clone();
-        let before = self.metadata.borrow_mut().topics.insert(name.to_string(), topic);
-        let topic_name: Arc<str> = Arc::from(name);
-        let mut result = self.open_partitions(&topic_name, &shards, first_new, &config, true).await;
-        if result.is_ok() {
-            result = self.metadata.borrow().save().map_err(|e| e.to_string());
-        }
-        if result.is_err() {
-            {
-                let mut meta = self.metadata.borrow_mut();
-                match before {
-                    Some(t) => meta.topics.insert(name.to_string(), t),
-                    None => meta.topics.remove(name),
-                };
+        let before = {
+            let mut meta = self.metadata.borrow_mut();
+            let before = meta.topics.insert(name.to_string(), topic);
+            if let Err(e) = meta.save() {
+                restore_topic(&mut meta, name, before);
+                return Err(e.to_string());
             }
+            before
+        };
+        let topic_name: Arc<str> = Arc::from(name);
+        let opened = self.open_partitions(&topic_name, &shards, first_new, &config, true).await;
+        if opened.is_err() {
             self.delete_partitions(&topic_name, &shards, first_new).await?;
+            let mut meta = self.metadata.borrow_mut();
+            restore_topic(&mut meta, name, before);
+            if let Err(e) = meta.save() {
+                eprintln!("pinion: {name} keeps its new partitions on disk after they failed to open: {e}");
+            }
         }
-        result
+        opened
     }
 
     async fn open_partitions(
@@ -168,7 +168,7 @@ impl Router {
             let mut meta = self.metadata.borrow_mut();
             let topic = meta.topics.remove(name).ok_or_else(|| format!("unknown topic {name}"))?;
             if let Err(e) = meta.save() {
-                meta.topics.insert(name.to_string(), topic);
+                restore_topic(&mut meta, name, Some(topic));
                 return Err(e.to_string());
             }
             topic
@@ -323,4 +323,13 @@ async fn accept_loop(router: Rc<Router>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// Puts a topic's metadata back as it was before a change that failed: `None` when it did
+/// not exist.
+fn restore_topic(meta: &mut Metadata, name: &str, before: Option<Topic>) {
+    match before {
+        Some(topic) => meta.topics.insert(name.to_string(), topic),
+        None => meta.topics.remove(name),
+    };
 }

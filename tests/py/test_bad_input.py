@@ -118,6 +118,13 @@ def test_more_partitions_than_open_files_allow_are_refused_whole(broker_factory)
     assert wider not in admin.list_topics(timeout=10).topics
     assert not list(broker.data_dir.glob(f"{wider}-*"))
 
+    # What the metadata says on disk agrees: a crash and restart find the topic as it was.
+    broker.kill9()
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    assert len(topics[topic].partitions) == 1 and wider not in topics
+
     admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=30)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
     for partition in range(4):
