@@ -122,13 +122,8 @@ impl Router {
         fresh: bool,
     ) -> Result<(), String> {
         for shard in 0..self.shards.len() {
-            let items: Vec<(TopicPartition, LogConfig)> = shards
-                .iter()
-                .enumerate()
-                .skip(first)
-                .filter(|(_, &s)| s == shard)
-                .map(|(p, _)| (TopicPartition::new(topic.clone(), p as i32), config.clone()))
-                .collect();
+            let items: Vec<(TopicPartition, LogConfig)> =
+                partitions_on(topic, shards, first, shard).map(|tp| (tp, config.clone())).collect();
             if items.is_empty() {
                 continue;
             }
@@ -191,13 +186,7 @@ impl Router {
         first: usize,
     ) -> Result<(), String> {
         for shard in 0..self.shards.len() {
-            let items: Vec<TopicPartition> = shards
-                .iter()
-                .enumerate()
-                .skip(first)
-                .filter(|(_, &s)| s == shard)
-                .map(|(p, _)| TopicPartition::new(topic.clone(), p as i32))
-                .collect();
+            let items: Vec<TopicPartition> = partitions_on(topic, shards, first, shard).collect();
             if !items.is_empty() {
                 self.ask(ShardId(shard), |reply| ShardRequest::DeletePartitions { items, reply })
                     .await
@@ -323,6 +312,21 @@ async fn accept_loop(router: Rc<Router>, listener: TcpListener) {
             }
         }
     }
+}
+
+/// A topic's partitions from `first` on that live on `shard` (`shards` gives each partition's).
+fn partitions_on<'a>(
+    topic: &'a Arc<str>,
+    shards: &'a [usize],
+    first: usize,
+    shard: usize,
+) -> impl Iterator<Item = TopicPartition> + 'a {
+    shards
+        .iter()
+        .enumerate()
+        .skip(first)
+        .filter(move |(_, &s)| s == shard)
+        .map(|(p, _)| TopicPartition::new(topic.clone(), p as i32))
 }
 
 /// Puts a topic's metadata back as it was before a change that failed: `None` when it did
