@@ -86,8 +86,9 @@ impl Router {
     /// Records a new topic (or new partitions of one) and opens the partitions on their shards.
     /// The metadata is made durable first, so a crash never leaves data without a topic. If a
     /// partition cannot be opened (the process out of open files, say), the partitions opened
-    /// here are closed and removed again and the topic is put back as it was, in memory and
-    /// then on disk: a topic never goes on naming partitions that did not open.
+    /// here are closed and removed again, after the topic is put back as it was, in memory and
+    /// on disk: a topic never goes on naming partitions that did not open, and the open error
+    /// is the one returned.
     pub async fn add_partitions(&self, name: &str, topic: Topic, first_new: usize) -> Result<(), String> {
         let config = self.log_config(&topic);
         let shards = topic.partition_shards.clone();
@@ -103,11 +104,17 @@ impl Router {
         let topic_name: Arc<str> = Arc::from(name);
         let opened = self.open_partitions(&topic_name, &shards, first_new, &config, true).await;
         if opened.is_err() {
-            self.delete_partitions(&topic_name, &shards, first_new).await?;
-            let mut meta = self.metadata.borrow_mut();
-            restore_topic(&mut meta, name, before);
-            if let Err(e) = meta.save() {
-                eprintln!("pinion: {name} keeps its new partitions on disk after they failed to open: {e}");
+            {
+                let mut meta = self.metadata.borrow_mut();
+                restore_topic(&mut meta, name, before);
+                if let Err(e) = meta.save() {
+                    eprintln!(
+                        "pinion: {name} keeps its new partitions on disk after they failed to open: {e}"
+                    );
+                }
+            }
+            if let Err(e) = self.delete_partitions(&topic_name, &shards, first_new).await {
+                eprintln!("pinion: removing the partitions of {name} that failed to open: {e}");
             }
         }
         opened
