@@ -4,11 +4,11 @@
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use bytes::{Buf, BytesMut};
 use futures::{AsyncRead, AsyncReadExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
+use super::buffers::RecvBuffer;
 use super::write::write_all_vectored;
 use super::Router;
 use crate::api::{self, Dispatched, Outcome};
@@ -73,37 +73,39 @@ async fn read_loop<R: AsyncRead + Unpin>(
     host: &Rc<str>,
 ) -> Result<(), ConnectionError> {
     let max = router.config.broker.socket_request_max_bytes();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = RecvBuffer::default();
     loop {
-        let mut want = READ_CHUNK_BYTES;
-        while let Some(size) = codec::frame_size(&buf, max)? {
+        // Room to make for the frame being received, and how much to ask the socket for at
+        // once. The room is the rest of the frame, so that it lands in one chunk, but at most
+        // as much again as has arrived (or READ_CHUNK_BYTES_MAX): a declared size alone
+        // reserves little.
+        let (mut room, mut want) = (READ_CHUNK_BYTES, READ_CHUNK_BYTES);
+        while let Some(size) = codec::frame_size(buf.filled(), max)? {
             let whole = codec::SIZE_PREFIX_BYTES + size;
             if buf.len() < whole {
                 want = (whole - buf.len()).clamp(READ_CHUNK_BYTES, READ_CHUNK_BYTES_MAX);
+                room = want.max((whole - buf.len()).min(buf.len().max(READ_CHUNK_BYTES_MAX)));
                 break;
             }
             if router.stopping.get() {
                 return Ok(());
             }
             buf.advance(codec::SIZE_PREFIX_BYTES);
-            let frame = buf.split_to(size).freeze();
+            let frame = buf.split_to(size);
             let in_flight = InFlight::new(router);
             let dispatched = api::dispatch(router, frame, host).await?;
             if tx.send((dispatched, in_flight)).await.is_err() {
                 return Ok(()); // the writer failed: the socket is gone
             }
         }
-        buf.reserve(want);
+        buf.reserve(room);
         let n = match recv_into_spare(fd, &mut buf, want) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Nothing waiting: let the reactor wake us. This path needs initialized memory,
-                // so it zeroes one chunk; a busy connection seldom takes it.
-                let start = buf.len();
-                buf.resize(start + READ_CHUNK_BYTES, 0);
-                let n = reader.read(&mut buf[start..]).await?;
-                buf.truncate(start + n);
+                // Nothing waiting: let the reactor wake us.
+                let n = reader.read(&mut buf.spare_mut()[..want]).await?;
+                buf.commit(n);
                 n
             }
             Err(e) => return Err(e.into()),
@@ -114,19 +116,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads what the socket already holds, up to `want` bytes, straight into `buf`'s spare
-/// capacity: no zeroing of memory that is about to be overwritten, unlike a read through a
-/// `&mut [u8]`. `WouldBlock` when the socket is empty.
-fn recv_into_spare(fd: std::os::fd::RawFd, buf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
+/// Reads what the socket already holds, up to `want` bytes, without waiting: a busy
+/// connection reads on without a trip through the reactor. `WouldBlock` when it is empty.
+fn recv_into_spare(fd: std::os::fd::RawFd, buf: &mut RecvBuffer, want: usize) -> std::io::Result<usize> {
+    let spare = buf.spare_mut();
     let len = spare.len().min(want);
-    // SAFETY: the kernel writes at most `len` bytes into the spare capacity, which `buf` owns.
+    // SAFETY: the kernel writes at most `len` bytes into `spare`, which we borrow mutably.
     let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the first `n` bytes of the spare capacity were just written by recv.
-    unsafe { buf.set_len(buf.len() + n as usize) };
+    buf.commit(n as usize);
     Ok(n as usize)
 }
 

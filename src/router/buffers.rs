@@ -1,0 +1,356 @@
+//! Receive buffers: the memory request frames are read into. A produce request's large batches
+//! stay, without a copy, in the shard's cache until evicted, so this memory is taken at the
+//! rate data arrives and held as long as the cache keeps it. Memory fresh from the kernel costs
+//! a fault and a zeroing per page on first touch; on a VM whose balloon hands freed memory back
+//! to the host it costs far more (about 2 ms per MiB measured here, as long as receiving it:
+//! docs/benchmarks.md). So connections that receive much read into chunks from one pool,
+//! touched once at start-up and never given back to the system.
+//!
+//! A connection fills its current chunk front to back. Each whole frame becomes a `Bytes` that
+//! shares the chunk; the chunk goes back to the pool when its last frame is dropped. The bytes
+//! after the last whole frame are only ever written by the connection, never shared.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Size of a pooled chunk. A frame larger than this gets a chunk of its own size.
+pub const POOL_CHUNK_BYTES: usize = 4 << 20;
+/// A connection starts with a chunk this small, from the system allocator, and moves to pooled
+/// chunks once it reads more than fits one.
+pub const SMALL_CHUNK_BYTES: usize = 64 << 10;
+/// Alignment of chunks from the system allocator (a cache line).
+const SMALL_ALIGN_BYTES: usize = 64;
+
+/// The process's pool: one mapping cut into `POOL_CHUNK_BYTES` slots.
+struct Pool {
+    base: NonNull<u8>,
+    slots: usize,
+    /// Slots never handed out yet start at `next`; given-back ones wait in `free`.
+    next: AtomicUsize,
+    free: Mutex<Vec<usize>>,
+}
+
+// SAFETY: the pool only hands out disjoint slots of its mapping, which lives as long as the
+// process; which slot is whose is kept under the mutex and the atomic.
+unsafe impl Send for Pool {}
+unsafe impl Sync for Pool {}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot map {bytes} bytes for receive buffers: {source}")]
+pub struct PoolError {
+    bytes: usize,
+    source: std::io::Error,
+}
+
+/// Maps the process's pool (`bytes`, rounded down to whole chunks; 0 for none) and touches
+/// every page of it, so that no request waits for a page fault. Call once, before any
+/// connection; later calls change nothing. Returns how long the touching took.
+pub fn reserve_pool(bytes: usize) -> Result<Duration, PoolError> {
+    if bytes < POOL_CHUNK_BYTES || POOL.get().is_some() {
+        return Ok(Duration::ZERO);
+    }
+    let started = Instant::now();
+    let pool = Pool::new(bytes / POOL_CHUNK_BYTES)?;
+    let _ = POOL.set(pool);
+    Ok(started.elapsed())
+}
+
+impl Pool {
+    fn new(slots: usize) -> Result<Pool, PoolError> {
+        let len = slots * POOL_CHUNK_BYTES;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(PoolError { bytes: len, source: std::io::Error::last_os_error() });
+        }
+        // SAFETY: advice on our own mapping. Huge pages are a hint (fewer TLB misses);
+        // MADV_POPULATE_WRITE faults the whole range in one call, and on kernels without it
+        // (before 5.14) a write to each page does the same.
+        unsafe {
+            libc::madvise(p, len, libc::MADV_HUGEPAGE);
+            if libc::madvise(p, len, libc::MADV_POPULATE_WRITE) != 0 {
+                let bytes = p.cast::<u8>();
+                for offset in (0..len).step_by(4096) {
+                    bytes.add(offset).write_volatile(0);
+                }
+            }
+        }
+        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned a null mapping");
+        Ok(Pool { base, slots, next: AtomicUsize::new(0), free: Mutex::new(Vec::new()) })
+    }
+
+    fn take(&self) -> Option<usize> {
+        if let Some(slot) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Some(slot);
+        }
+        let slot = self.next.fetch_add(1, Ordering::Relaxed);
+        (slot < self.slots).then_some(slot)
+    }
+
+    fn give_back(&self, slot: usize) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+    }
+
+    fn slot_ptr(&self, slot: usize) -> NonNull<u8> {
+        assert!(slot < self.slots);
+        // SAFETY: inside the mapping, which is `slots` chunks long.
+        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(slot * POOL_CHUNK_BYTES)) }
+    }
+}
+
+/// One chunk of memory. Every byte of it is initialized (zeroed when new, or written since),
+/// so the unfilled part can be lent out as `&mut [u8]`.
+struct Chunk {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    /// The pool and slot it came from, or `None` for memory of the system allocator.
+    slot: Option<(&'static Pool, usize)>,
+}
+
+// SAFETY: a chunk's bytes are written only through `RecvBuffer::spare_mut`, by the one
+// connection that holds it, and only past every byte a `Frame` refers to; frames only read.
+unsafe impl Send for Chunk {}
+unsafe impl Sync for Chunk {}
+
+impl Chunk {
+    /// A chunk of at least `bytes`: from `pool` when given, it has a chunk free, and that is
+    /// big enough.
+    fn new(bytes: usize, pool: Option<&'static Pool>) -> Chunk {
+        if let Some(pool) = pool.filter(|_| bytes <= POOL_CHUNK_BYTES) {
+            if let Some(slot) = pool.take() {
+                return Chunk {
+                    ptr: pool.slot_ptr(slot),
+                    capacity: POOL_CHUNK_BYTES,
+                    slot: Some((pool, slot)),
+                };
+            }
+        }
+        let capacity = bytes.max(SMALL_CHUNK_BYTES);
+        let layout = Self::layout(capacity);
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Chunk { ptr, capacity, slot: None }
+    }
+
+    fn layout(capacity: usize) -> Layout {
+        Layout::from_size_align(capacity, SMALL_ALIGN_BYTES).expect("chunk size overflows a layout")
+    }
+
+    fn pooled(&self) -> bool {
+        self.slot.is_some()
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        match self.slot {
+            Some((pool, slot)) => pool.give_back(slot),
+            // SAFETY: allocated in `Chunk::new` with this layout.
+            None => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) },
+        }
+    }
+}
+
+/// A whole frame inside a chunk, kept alive by the `Bytes` made from it.
+struct Frame {
+    chunk: Arc<Chunk>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: [start, start + len) was filled before the frame was cut and is never
+        // written again while the chunk is shared (see `Chunk`).
+        unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.start), self.len) }
+    }
+}
+
+/// A connection's receive buffer: bytes received but not yet cut into frames, in a chunk that
+/// earlier frames may share.
+pub struct RecvBuffer {
+    /// Where chunks come from once the connection outgrows small ones.
+    pool: Option<&'static Pool>,
+    chunk: Arc<Chunk>,
+    /// First byte not yet cut off.
+    start: usize,
+    /// End of the bytes received.
+    end: usize,
+}
+
+impl Default for RecvBuffer {
+    /// A buffer on the process's pool, if it has one.
+    fn default() -> Self {
+        RecvBuffer::new(POOL.get())
+    }
+}
+
+impl RecvBuffer {
+    fn new(pool: Option<&'static Pool>) -> Self {
+        RecvBuffer { pool, chunk: Arc::new(Chunk::new(SMALL_CHUNK_BYTES, None)), start: 0, end: 0 }
+    }
+
+    /// The bytes received and not yet cut off.
+    pub fn filled(&self) -> &[u8] {
+        // SAFETY: [start, end) was written by the connection and is not lent out mutably.
+        unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.start), self.end - self.start) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Room for at least `more` bytes after the filled ones. When the chunk is short: moves the
+    /// filled bytes to its front if no frame shares it, or else to a new chunk big enough for
+    /// both (pooled once the connection has outgrown small chunks).
+    pub fn reserve(&mut self, more: usize) {
+        if self.chunk.capacity - self.end >= more {
+            return;
+        }
+        let filled = self.len();
+        let needed = filled + more;
+        if Arc::get_mut(&mut self.chunk).is_some() && self.chunk.capacity >= needed {
+            // SAFETY: no frame shares the chunk; `copy` handles the overlap.
+            unsafe {
+                let p = self.chunk.ptr.as_ptr();
+                std::ptr::copy(p.add(self.start), p, filled);
+            }
+        } else {
+            let outgrown = self.chunk.pooled() || needed > SMALL_CHUNK_BYTES;
+            let chunk = Chunk::new(needed, self.pool.filter(|_| outgrown));
+            // SAFETY: the new chunk holds at least `needed` bytes; the chunks do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.chunk.ptr.as_ptr().add(self.start),
+                    chunk.ptr.as_ptr(),
+                    filled,
+                )
+            };
+            self.chunk = Arc::new(chunk);
+        }
+        self.start = 0;
+        self.end = filled;
+    }
+
+    /// The unfilled rest of the chunk, to receive into; `commit` says how much was.
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        let spare = self.chunk.capacity - self.end;
+        // SAFETY: past `end` nothing is shared (frames lie before `start`); the bytes are
+        // initialized (see `Chunk`); `&mut self` keeps this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.chunk.ptr.as_ptr().add(self.end), spare) }
+    }
+
+    /// Counts `n` bytes of `spare_mut` as received.
+    pub fn commit(&mut self, n: usize) {
+        assert!(n <= self.chunk.capacity - self.end, "committed past the chunk");
+        self.end += n;
+    }
+
+    /// Drops the first `n` filled bytes.
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.len(), "advanced past the filled bytes");
+        self.start += n;
+    }
+
+    /// Cuts off the first `n` filled bytes as a frame that shares the chunk.
+    pub fn split_to(&mut self, n: usize) -> Bytes {
+        assert!(n <= self.len(), "split past the filled bytes");
+        let frame = Frame { chunk: self.chunk.clone(), start: self.start, len: n };
+        self.start += n;
+        Bytes::from_owner(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(buf: &mut RecvBuffer, bytes: &[u8]) {
+        buf.reserve(bytes.len());
+        buf.spare_mut()[..bytes.len()].copy_from_slice(bytes);
+        buf.commit(bytes.len());
+    }
+
+    #[test]
+    fn frames_keep_their_bytes_while_the_buffer_moves_on() {
+        let mut buf = RecvBuffer::default();
+        fill(&mut buf, b"helloworld");
+        let hello = buf.split_to(5);
+        // More than the small chunk holds: the unsplit rest moves to a new chunk.
+        let big = vec![7u8; SMALL_CHUNK_BYTES * 2];
+        fill(&mut buf, &big);
+        assert_eq!(buf.len(), 5 + big.len());
+        assert_eq!(&buf.filled()[..5], b"world");
+        buf.advance(5);
+        let rest = buf.split_to(big.len());
+        assert_eq!(&hello[..], b"hello");
+        assert!(rest.iter().all(|&b| b == 7));
+        assert_eq!(buf.len(), 0);
+    }
+
+    #[test]
+    fn an_unshared_chunk_is_reused_in_place() {
+        let mut buf = RecvBuffer::default();
+        fill(&mut buf, &[1u8; SMALL_CHUNK_BYTES - 10]);
+        drop(buf.split_to(SMALL_CHUNK_BYTES - 20));
+        let before = buf.chunk.ptr;
+        fill(&mut buf, &[2u8; 100]);
+        assert_eq!(buf.chunk.ptr, before, "no frame shares the chunk, so it is reused");
+        assert_eq!(&buf.filled()[..10], &[1u8; 10]);
+        assert_eq!(&buf.filled()[10..], &[2u8; 100]);
+    }
+
+    #[test]
+    fn a_busy_connection_reads_into_pooled_chunks_that_come_back() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new(2).unwrap()));
+        let mut buf = RecvBuffer::new(Some(pool));
+        fill(&mut buf, &[1u8; 100]);
+        assert!(!buf.chunk.pooled(), "a connection starts on a small chunk");
+        fill(&mut buf, &vec![2u8; SMALL_CHUNK_BYTES]);
+        assert_eq!(buf.chunk.slot.map(|(_, slot)| slot), Some(0));
+        let first = buf.split_to(100 + SMALL_CHUNK_BYTES);
+        // The chunk is shared by `first`, so the next frame that does not fit goes to slot 1,
+        // and once both are taken, to the system allocator.
+        fill(&mut buf, &vec![3u8; POOL_CHUNK_BYTES - 10]);
+        assert_eq!(buf.chunk.slot.map(|(_, slot)| slot), Some(1));
+        let second = buf.split_to(POOL_CHUNK_BYTES - 10);
+        fill(&mut buf, &vec![4u8; SMALL_CHUNK_BYTES]);
+        assert!(!buf.chunk.pooled(), "the pool is empty");
+        assert!(first[100..].iter().all(|&b| b == 2) && second.iter().all(|&b| b == 3));
+        drop((first, second));
+        let mut free = pool.free.lock().unwrap().clone();
+        free.sort();
+        assert_eq!(free, vec![0, 1], "both slots came back when their last frames went");
+        // And they are handed out again.
+        buf.split_to(SMALL_CHUNK_BYTES);
+        fill(&mut buf, &vec![5u8; SMALL_CHUNK_BYTES * 2]);
+        assert!(buf.chunk.pooled());
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_pooled_chunk_gets_its_own() {
+        let mut buf = RecvBuffer::default();
+        let huge = vec![3u8; POOL_CHUNK_BYTES + 1];
+        fill(&mut buf, &huge);
+        let frame = buf.split_to(huge.len());
+        assert_eq!(frame.len(), huge.len());
+        assert!(frame.iter().all(|&b| b == 3));
+    }
+}
