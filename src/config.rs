@@ -26,7 +26,7 @@ pub enum Command {
 }
 
 /// Receive memory beyond the fetch caches, for requests in flight and the chunks connections
-/// are filling (see `router::buffers`).
+/// are filling (see `buffers`).
 const RECV_POOL_SPARE_MIB: usize = 64;
 
 #[derive(Args, Debug, Clone)]

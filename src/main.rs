@@ -4,6 +4,7 @@
 
 mod alloc;
 mod api;
+mod buffers;
 mod cli;
 mod client;
 mod config;
@@ -62,7 +63,7 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     check_direct_io(&config.data_dir)?;
     check_scheduling_policy()?;
     raise_open_files_limit();
-    let touched = router::buffers::reserve_pool(config.recv_pool_bytes).map_err(|e| e.to_string())?;
+    let touched = buffers::reserve_pool(config.recv_pool_bytes).map_err(|e| e.to_string())?;
     if config.recv_pool_bytes > 0 {
         eprintln!(
             "pinion: {} MiB of receive buffers ready in {} ms",

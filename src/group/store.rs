@@ -7,9 +7,10 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::buffers::ChunkBuf;
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::Batches;
@@ -78,7 +79,7 @@ impl Entry {
 
 pub struct OffsetStore {
     partition: Rc<Partition>,
-    arena: RefCell<BytesMut>,
+    arena: RefCell<ChunkBuf>,
 }
 
 impl OffsetStore {
@@ -127,7 +128,7 @@ impl OffsetStore {
         // The offsets log is not cached: every entry is already in the coordinator's maps.
         let budget = CacheBudget::new(0);
         let partition = Partition::start(tp, log, config, budget);
-        Ok((OffsetStore { partition, arena: RefCell::new(BytesMut::new()) }, entries))
+        Ok((OffsetStore { partition, arena: RefCell::new(ChunkBuf::default()) }, entries))
     }
 
     /// Appends entries now, so the log holds them in the order of the calls (the coordinator

@@ -8,10 +8,10 @@ use futures::{AsyncRead, AsyncReadExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
-use super::buffers::RecvBuffer;
 use super::write::write_all_vectored;
 use super::Router;
 use crate::api::{self, Dispatched, Outcome};
+use crate::buffers::ChunkBuf;
 use crate::protocol::codec::{self, FrameError};
 
 /// Bytes asked of the socket per read when no large frame is expected.
@@ -73,7 +73,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     host: &Rc<str>,
 ) -> Result<(), ConnectionError> {
     let max = router.config.broker.socket_request_max_bytes();
-    let mut buf = RecvBuffer::default();
+    let mut buf = ChunkBuf::default();
     loop {
         // Room to make for the frame being received, and how much to ask the socket for at
         // once. The room is the rest of the frame, so that it lands in one chunk, but at most
@@ -118,7 +118,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Reads what the socket already holds, up to `want` bytes, without waiting: a busy
 /// connection reads on without a trip through the reactor. `WouldBlock` when it is empty.
-fn recv_into_spare(fd: std::os::fd::RawFd, buf: &mut RecvBuffer, want: usize) -> std::io::Result<usize> {
+fn recv_into_spare(fd: std::os::fd::RawFd, buf: &mut ChunkBuf, want: usize) -> std::io::Result<usize> {
     let spare = buf.spare_mut();
     let len = spare.len().min(want);
     // SAFETY: the kernel writes at most `len` bytes into `spare`, which we borrow mutably.

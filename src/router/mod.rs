@@ -1,7 +1,6 @@
 //! The router: accepts connections, frames requests, dispatches them to the API handlers, and
 //! owns the topic metadata. It knows nothing of files; partitions live on the shards.
 
-pub mod buffers;
 pub mod connection;
 pub mod scatter;
 pub mod write;

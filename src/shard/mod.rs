@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use futures::channel::oneshot;
 use futures::future::select;
 
+use crate::buffers::ChunkBuf;
 use crate::group::{Coordinator, GroupCall};
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
@@ -33,8 +33,9 @@ pub struct Shard {
     zero_ahead_bytes: u64,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     budget: Rc<CacheBudget>,
-    /// Incoming batches are copied here (patched with their offsets) before caching and writing.
-    arena: RefCell<BytesMut>,
+    /// Small incoming batches are copied here (patched with their offsets) before caching and
+    /// writing (`partition::KEEP_AS_RECEIVED_BYTES`).
+    arena: RefCell<ChunkBuf>,
     groups: RefCell<Option<Rc<Coordinator>>>,
 }
 
@@ -45,7 +46,7 @@ impl Shard {
             zero_ahead_bytes: storage.zero_ahead_bytes,
             partitions: RefCell::new(HashMap::new()),
             budget: CacheBudget::new(storage.cache_bytes),
-            arena: RefCell::new(BytesMut::new()),
+            arena: RefCell::new(ChunkBuf::default()),
             groups: RefCell::new(None),
         })
     }

@@ -6,23 +6,22 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 
 use super::messages::{Acks, Appended, Fetched, TopicPartition};
 use super::producers::{BatchSeq, Check, Producers};
+use crate::buffers::ChunkBuf;
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::{self, Chunk};
 use crate::protocol::errors::PartitionError;
 
-/// Bytes the shard reserves at a time for the batches it copies.
-const ARENA_CHUNK_BYTES: usize = 1 << 20;
 /// Batches at least this large are kept as slices of the request that brought them; smaller
-/// ones are copied. A slice keeps its whole receive buffer alive (64 KiB or more) for as long
-/// as the batch stays cached, which for a small batch would cost far more memory than the copy
-/// costs time; a large batch fills most of its buffer.
+/// ones are copied. A slice keeps the chunk it was received into alive (`crate::buffers`) for
+/// as long as the batch stays cached, which for small batches among other requests could cost
+/// far more memory than the copy costs time; large batches fill most of their chunk.
 const KEEP_AS_RECEIVED_BYTES: usize = 64 << 10;
 
 type AckSender = oneshot::Sender<Result<(), PartitionError>>;
@@ -165,7 +164,7 @@ impl Partition {
         self: &Rc<Self>,
         records: &Bytes,
         acks: Acks,
-        arena: &RefCell<BytesMut>,
+        arena: &RefCell<ChunkBuf>,
     ) -> Result<(Appended, oneshot::Receiver<Result<(), PartitionError>>), PartitionError> {
         let mut st = self.state.borrow_mut();
         if let Some(why) = &st.failed {
@@ -249,17 +248,14 @@ impl Partition {
                 Chunk::received(records.slice(pos..pos + total), st.next_offset)
             } else {
                 // A copy takes its offset in place, so it goes out as one piece.
-                let mut arena = arena.borrow_mut();
-                if arena.capacity() < total {
-                    arena.reserve(total.max(ARENA_CHUNK_BYTES));
-                }
-                arena.extend_from_slice(&records[pos..pos + total]);
-                let mut copy = arena.split_to(total);
-                batch::set_base_offset(&mut copy, st.next_offset);
-                if let Some(now) = append_time {
-                    batch::set_log_append_time(&mut copy, now);
-                }
-                Chunk::stored(copy.freeze())
+                let base = st.next_offset;
+                let copy = arena.borrow_mut().push_edited(&records[pos..pos + total], |copy| {
+                    batch::set_base_offset(copy, base);
+                    if let Some(now) = append_time {
+                        batch::set_log_append_time(copy, now);
+                    }
+                });
+                Chunk::stored(copy)
             };
             st.next_offset += count;
             st.unsynced_messages += count;

@@ -1,14 +1,14 @@
-//! Receive buffers: the memory request frames are read into. A produce request's large batches
-//! stay, without a copy, in the shard's cache until evicted, so this memory is taken at the
-//! rate data arrives and held as long as the cache keeps it. Memory fresh from the kernel costs
-//! a fault and a zeroing per page on first touch; on a VM whose balloon hands freed memory back
-//! to the host it costs far more (about 2 ms per MiB measured here, as long as receiving it:
-//! docs/benchmarks.md). So connections that receive much read into chunks from one pool,
-//! touched once at start-up and never given back to the system.
+//! The memory batches live in between the socket and the fetch cache. The router reads request
+//! frames into it, and the shard keeps large batches in its cache as slices of those frames and
+//! copies small ones into it. Either way it is taken at the rate data arrives and held as long
+//! as the cache keeps the batches. Memory fresh from the kernel costs a fault and a zeroing per
+//! page on first touch; on a VM whose balloon hands freed memory back to the host it costs far
+//! more (about 2.5 ms per MiB measured here: as long as receiving it; docs/benchmarks.md). So
+//! busy buffers fill chunks of one pool, touched once at start-up and never given back.
 //!
-//! A connection fills its current chunk front to back. Each whole frame becomes a `Bytes` that
-//! shares the chunk; the chunk goes back to the pool when its last frame is dropped. The bytes
-//! after the last whole frame are only ever written by the connection, never shared.
+//! A `ChunkBuf` fills its current chunk front to back, and its filled bytes are cut off as
+//! `Bytes` that share the chunk; the chunk goes back to the pool when its last piece is dropped.
+//! Bytes past the last cut are written only by the buffer's owner, never shared.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Size of a pooled chunk. A frame larger than this gets a chunk of its own size.
+/// Size of a pooled chunk. Anything larger to fill gets a chunk of its own size.
 pub const POOL_CHUNK_BYTES: usize = 4 << 20;
-/// A connection starts with a chunk this small, from the system allocator, and moves to pooled
-/// chunks once it reads more than fits one.
+/// A buffer starts with a chunk this small, from the system allocator, and moves to pooled
+/// chunks once it needs a second one. One whose pieces are all dropped before it fills up (a
+/// connection whose requests are answered and forgotten) keeps reusing its small chunk.
 pub const SMALL_CHUNK_BYTES: usize = 64 << 10;
 /// Alignment of chunks from the system allocator (a cache line).
 const SMALL_ALIGN_BYTES: usize = 64;
@@ -51,7 +52,7 @@ pub struct PoolError {
 
 /// Maps the process's pool (`bytes`, rounded down to whole chunks; 0 for none) and touches
 /// every page of it, so that no request waits for a page fault. Call once, before any
-/// connection; later calls change nothing. Returns how long the touching took.
+/// buffer; later calls change nothing. Returns how long the touching took.
 pub fn reserve_pool(bytes: usize) -> Result<Duration, PoolError> {
     if bytes < POOL_CHUNK_BYTES || POOL.get().is_some() {
         return Ok(Duration::ZERO);
@@ -123,14 +124,14 @@ struct Chunk {
     slot: Option<(&'static Pool, usize)>,
 }
 
-// SAFETY: a chunk's bytes are written only through `RecvBuffer::spare_mut`, by the one
-// connection that holds it, and only past every byte a `Frame` refers to; frames only read.
+// SAFETY: a chunk's bytes are written only through `ChunkBuf::spare_mut`, by the one owner of
+// the buffer filling it, and only past every byte a `Piece` refers to; pieces only read.
 unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
-    /// A chunk of at least `bytes`: from `pool` when given, it has a chunk free, and that is
-    /// big enough.
+    /// A chunk of at least `bytes`: from `pool` when one is given, has a chunk free, and that
+    /// chunk is big enough.
     fn new(bytes: usize, pool: Option<&'static Pool>) -> Chunk {
         if let Some(pool) = pool.filter(|_| bytes <= POOL_CHUNK_BYTES) {
             if let Some(slot) = pool.take() {
@@ -153,6 +154,7 @@ impl Chunk {
         Layout::from_size_align(capacity, SMALL_ALIGN_BYTES).expect("chunk size overflows a layout")
     }
 
+    #[cfg(test)]
     fn pooled(&self) -> bool {
         self.slot.is_some()
     }
@@ -168,25 +170,25 @@ impl Drop for Chunk {
     }
 }
 
-/// A whole frame inside a chunk, kept alive by the `Bytes` made from it.
-struct Frame {
+/// Bytes cut off a chunk, kept alive by the `Bytes` made from them.
+struct Piece {
     chunk: Arc<Chunk>,
     start: usize,
     len: usize,
 }
 
-impl AsRef<[u8]> for Frame {
+impl AsRef<[u8]> for Piece {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: [start, start + len) was filled before the frame was cut and is never
+        // SAFETY: [start, start + len) was filled before the piece was cut and is never
         // written again while the chunk is shared (see `Chunk`).
         unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.start), self.len) }
     }
 }
 
-/// A connection's receive buffer: bytes received but not yet cut into frames, in a chunk that
-/// earlier frames may share.
-pub struct RecvBuffer {
-    /// Where chunks come from once the connection outgrows small ones.
+/// A buffer filled front to back (a connection's received bytes, a shard's copied batches),
+/// whose filled bytes are cut off as `Bytes` that share its chunk.
+pub struct ChunkBuf {
+    /// Where chunks come from once the buffer outgrows small ones.
     pool: Option<&'static Pool>,
     chunk: Arc<Chunk>,
     /// First byte not yet cut off.
@@ -195,21 +197,21 @@ pub struct RecvBuffer {
     end: usize,
 }
 
-impl Default for RecvBuffer {
+impl Default for ChunkBuf {
     /// A buffer on the process's pool, if it has one.
     fn default() -> Self {
-        RecvBuffer::new(POOL.get())
+        ChunkBuf::new(POOL.get())
     }
 }
 
-impl RecvBuffer {
+impl ChunkBuf {
     fn new(pool: Option<&'static Pool>) -> Self {
-        RecvBuffer { pool, chunk: Arc::new(Chunk::new(SMALL_CHUNK_BYTES, None)), start: 0, end: 0 }
+        ChunkBuf { pool, chunk: Arc::new(Chunk::new(SMALL_CHUNK_BYTES, None)), start: 0, end: 0 }
     }
 
-    /// The bytes received and not yet cut off.
+    /// The bytes filled and not yet cut off.
     pub fn filled(&self) -> &[u8] {
-        // SAFETY: [start, end) was written by the connection and is not lent out mutably.
+        // SAFETY: [start, end) was written by the owner and is not lent out mutably.
         unsafe { std::slice::from_raw_parts(self.chunk.ptr.as_ptr().add(self.start), self.end - self.start) }
     }
 
@@ -218,8 +220,8 @@ impl RecvBuffer {
     }
 
     /// Room for at least `more` bytes after the filled ones. When the chunk is short: moves the
-    /// filled bytes to its front if no frame shares it, or else to a new chunk big enough for
-    /// both (pooled once the connection has outgrown small chunks).
+    /// filled bytes to its front if no piece shares it, or else to a new chunk big enough for
+    /// both (pooled if it fits one).
     pub fn reserve(&mut self, more: usize) {
         if self.chunk.capacity - self.end >= more {
             return;
@@ -227,14 +229,13 @@ impl RecvBuffer {
         let filled = self.len();
         let needed = filled + more;
         if Arc::get_mut(&mut self.chunk).is_some() && self.chunk.capacity >= needed {
-            // SAFETY: no frame shares the chunk; `copy` handles the overlap.
+            // SAFETY: no piece shares the chunk; `copy` handles the overlap.
             unsafe {
                 let p = self.chunk.ptr.as_ptr();
                 std::ptr::copy(p.add(self.start), p, filled);
             }
         } else {
-            let outgrown = self.chunk.pooled() || needed > SMALL_CHUNK_BYTES;
-            let chunk = Chunk::new(needed, self.pool.filter(|_| outgrown));
+            let chunk = Chunk::new(needed, self.pool);
             // SAFETY: the new chunk holds at least `needed` bytes; the chunks do not overlap.
             unsafe {
                 std::ptr::copy_nonoverlapping(
@@ -249,15 +250,15 @@ impl RecvBuffer {
         self.end = filled;
     }
 
-    /// The unfilled rest of the chunk, to receive into; `commit` says how much was.
+    /// The unfilled rest of the chunk, to fill; `commit` says how much was.
     pub fn spare_mut(&mut self) -> &mut [u8] {
         let spare = self.chunk.capacity - self.end;
-        // SAFETY: past `end` nothing is shared (frames lie before `start`); the bytes are
+        // SAFETY: past `end` nothing is shared (pieces lie before `start`); the bytes are
         // initialized (see `Chunk`); `&mut self` keeps this the only borrow.
         unsafe { std::slice::from_raw_parts_mut(self.chunk.ptr.as_ptr().add(self.end), spare) }
     }
 
-    /// Counts `n` bytes of `spare_mut` as received.
+    /// Counts the first `n` bytes of `spare_mut` as filled.
     pub fn commit(&mut self, n: usize) {
         assert!(n <= self.chunk.capacity - self.end, "committed past the chunk");
         self.end += n;
@@ -269,12 +270,22 @@ impl RecvBuffer {
         self.start += n;
     }
 
-    /// Cuts off the first `n` filled bytes as a frame that shares the chunk.
+    /// Cuts off the first `n` filled bytes as `Bytes` that share the chunk.
     pub fn split_to(&mut self, n: usize) -> Bytes {
         assert!(n <= self.len(), "split past the filled bytes");
-        let frame = Frame { chunk: self.chunk.clone(), start: self.start, len: n };
+        let piece = Piece { chunk: self.chunk.clone(), start: self.start, len: n };
         self.start += n;
-        Bytes::from_owner(frame)
+        Bytes::from_owner(piece)
+    }
+
+    /// Appends `bytes`, lets `edit` change them in place, and cuts them off.
+    pub fn push_edited(&mut self, bytes: &[u8], edit: impl FnOnce(&mut [u8])) -> Bytes {
+        self.reserve(bytes.len());
+        let spare = &mut self.spare_mut()[..bytes.len()];
+        spare.copy_from_slice(bytes);
+        edit(spare);
+        self.commit(bytes.len());
+        self.split_to(bytes.len())
     }
 }
 
@@ -282,7 +293,7 @@ impl RecvBuffer {
 mod tests {
     use super::*;
 
-    fn fill(buf: &mut RecvBuffer, bytes: &[u8]) {
+    fn fill(buf: &mut ChunkBuf, bytes: &[u8]) {
         buf.reserve(bytes.len());
         buf.spare_mut()[..bytes.len()].copy_from_slice(bytes);
         buf.commit(bytes.len());
@@ -290,7 +301,7 @@ mod tests {
 
     #[test]
     fn frames_keep_their_bytes_while_the_buffer_moves_on() {
-        let mut buf = RecvBuffer::default();
+        let mut buf = ChunkBuf::default();
         fill(&mut buf, b"helloworld");
         let hello = buf.split_to(5);
         // More than the small chunk holds: the unsplit rest moves to a new chunk.
@@ -307,7 +318,7 @@ mod tests {
 
     #[test]
     fn an_unshared_chunk_is_reused_in_place() {
-        let mut buf = RecvBuffer::default();
+        let mut buf = ChunkBuf::default();
         fill(&mut buf, &[1u8; SMALL_CHUNK_BYTES - 10]);
         drop(buf.split_to(SMALL_CHUNK_BYTES - 20));
         let before = buf.chunk.ptr;
@@ -320,7 +331,7 @@ mod tests {
     #[test]
     fn a_busy_connection_reads_into_pooled_chunks_that_come_back() {
         let pool: &'static Pool = Box::leak(Box::new(Pool::new(2).unwrap()));
-        let mut buf = RecvBuffer::new(Some(pool));
+        let mut buf = ChunkBuf::new(Some(pool));
         fill(&mut buf, &[1u8; 100]);
         assert!(!buf.chunk.pooled(), "a connection starts on a small chunk");
         fill(&mut buf, &vec![2u8; SMALL_CHUNK_BYTES]);
@@ -345,8 +356,21 @@ mod tests {
     }
 
     #[test]
+    fn small_pieces_that_are_kept_move_the_buffer_to_the_pool() {
+        // A shard's copies of small batches: each cut off and kept in the cache.
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new(1).unwrap()));
+        let mut buf = ChunkBuf::new(Some(pool));
+        let mut kept = Vec::new();
+        for i in 0..(SMALL_CHUNK_BYTES / 1000 + 1) {
+            kept.push(buf.push_edited(&[7u8; 1000], |b| b[0] = i as u8));
+        }
+        assert!(buf.chunk.pooled(), "the small chunk filled up while shared");
+        assert!(kept.iter().enumerate().all(|(i, b)| b[0] == i as u8 && b[1..].iter().all(|&x| x == 7)));
+    }
+
+    #[test]
     fn a_frame_larger_than_a_pooled_chunk_gets_its_own() {
-        let mut buf = RecvBuffer::default();
+        let mut buf = ChunkBuf::default();
         let huge = vec![3u8; POOL_CHUNK_BYTES + 1];
         fill(&mut buf, &huge);
         let frame = buf.split_to(huge.len());
