@@ -3,7 +3,7 @@
 //! copies small ones into it. Either way it is taken at the rate data arrives and held as long
 //! as the cache keeps the batches. Memory fresh from the kernel costs a fault and a zeroing per
 //! page on first touch; on a VM whose balloon hands freed memory back to the host it costs far
-//! more (about 2.5 ms per MiB measured here: as long as receiving it; docs/benchmarks.md). So
+//! more (2.2-2.7 ms per MiB measured here: as long as receiving it; tuning.md). So
 //! busy buffers fill chunks of one pool, touched once at start-up and never given back.
 //!
 //! A `ChunkBuf` fills its current chunk front to back, and its filled bytes are cut off as
