@@ -21,7 +21,7 @@ use bytes::Bytes;
 /// Size of a pooled chunk. Anything larger to fill gets a chunk of its own size.
 pub const POOL_CHUNK_BYTES: usize = 4 << 20;
 /// A buffer starts with a chunk this small, from the system allocator, and moves to pooled
-/// chunks once it needs a second one. One whose pieces are all dropped before it fills up (a
+/// chunks (or as large from the system allocator) once it needs a second one. One whose pieces are all dropped before it fills up (a
 /// connection whose requests are answered and forgotten) keeps reusing its small chunk.
 pub const SMALL_CHUNK_BYTES: usize = 64 << 10;
 /// Alignment of chunks from the system allocator (a cache line).
@@ -66,20 +66,8 @@ pub fn reserve_pool(bytes: usize) -> Result<Duration, PoolError> {
 impl Pool {
     fn new(slots: usize) -> Result<Pool, PoolError> {
         let len = slots * POOL_CHUNK_BYTES;
-        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(PoolError { bytes: len, source: std::io::Error::last_os_error() });
-        }
+        let base = map_anonymous(len).map_err(|source| PoolError { bytes: len, source })?;
+        let p = base.as_ptr().cast::<libc::c_void>();
         // SAFETY: advice on our own mapping. Huge pages are a hint (fewer TLB misses);
         // MADV_POPULATE_WRITE faults the whole range in one call, and on kernels without it
         // (before 5.14) a write to each page does the same.
@@ -92,7 +80,6 @@ impl Pool {
                 }
             }
         }
-        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned a null mapping");
         Ok(Pool { base, slots, next: AtomicUsize::new(0), free: Mutex::new(Vec::new()) })
     }
 
@@ -120,8 +107,17 @@ impl Pool {
 struct Chunk {
     ptr: NonNull<u8>,
     capacity: usize,
-    /// The pool and slot it came from, or `None` for memory of the system allocator.
-    slot: Option<(&'static Pool, usize)>,
+    source: Source,
+}
+
+enum Source {
+    /// A slot of a pool, given back when the chunk is dropped.
+    Pool(&'static Pool, usize),
+    /// The system allocator (small chunks: zeroing them costs little).
+    Heap,
+    /// A mapping of its own (large chunks: the kernel zeroes each page when first touched, so
+    /// no page is touched before it is filled).
+    Mapping,
 }
 
 // SAFETY: a chunk's bytes are written only through `ChunkBuf::spare_mut`, by the one owner of
@@ -130,44 +126,76 @@ unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
-    /// A chunk of at least `bytes`: from `pool` when one is given, has a chunk free, and that
-    /// chunk is big enough.
-    fn new(bytes: usize, pool: Option<&'static Pool>) -> Chunk {
+    /// A small chunk from the system allocator, to start a buffer with.
+    fn small() -> Chunk {
+        let layout = Self::heap_layout(SMALL_CHUNK_BYTES);
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Chunk { ptr, capacity: SMALL_CHUNK_BYTES, source: Source::Heap }
+    }
+
+    /// A chunk of at least `bytes` for a buffer that has filled one already: from `pool` when
+    /// one is given, has a chunk free, and that chunk is big enough; else a mapping as big.
+    fn busy(bytes: usize, pool: Option<&'static Pool>) -> Chunk {
         if let Some(pool) = pool.filter(|_| bytes <= POOL_CHUNK_BYTES) {
             if let Some(slot) = pool.take() {
                 return Chunk {
                     ptr: pool.slot_ptr(slot),
                     capacity: POOL_CHUNK_BYTES,
-                    slot: Some((pool, slot)),
+                    source: Source::Pool(pool, slot),
                 };
             }
         }
-        let capacity = bytes.max(SMALL_CHUNK_BYTES);
-        let layout = Self::layout(capacity);
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Chunk { ptr, capacity, slot: None }
+        let capacity = bytes.max(POOL_CHUNK_BYTES);
+        let ptr = map_anonymous(capacity)
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(Self::heap_layout(capacity)));
+        Chunk { ptr, capacity, source: Source::Mapping }
     }
 
-    fn layout(capacity: usize) -> Layout {
+    fn heap_layout(capacity: usize) -> Layout {
         Layout::from_size_align(capacity, SMALL_ALIGN_BYTES).expect("chunk size overflows a layout")
     }
 
     #[cfg(test)]
     fn pooled(&self) -> bool {
-        self.slot.is_some()
+        matches!(self.source, Source::Pool(..))
     }
 }
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        match self.slot {
-            Some((pool, slot)) => pool.give_back(slot),
-            // SAFETY: allocated in `Chunk::new` with this layout.
-            None => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) },
+        match self.source {
+            Source::Pool(pool, slot) => pool.give_back(slot),
+            // SAFETY: allocated in `Chunk::small` with this layout.
+            Source::Heap => unsafe {
+                std::alloc::dealloc(self.ptr.as_ptr(), Self::heap_layout(self.capacity))
+            },
+            // SAFETY: mapped in `Chunk::busy` with this length; no piece refers to it any more.
+            Source::Mapping => unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.capacity);
+            },
         }
     }
+}
+
+/// A private anonymous mapping of `len` bytes: zero pages, backed only once touched.
+fn map_anonymous(len: usize) -> std::io::Result<NonNull<u8>> {
+    // SAFETY: a fresh mapping; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(NonNull::new(p.cast::<u8>()).expect("mmap returned a null mapping"))
 }
 
 /// Bytes cut off a chunk, kept alive by the `Bytes` made from them.
@@ -206,7 +234,7 @@ impl Default for ChunkBuf {
 
 impl ChunkBuf {
     fn new(pool: Option<&'static Pool>) -> Self {
-        ChunkBuf { pool, chunk: Arc::new(Chunk::new(SMALL_CHUNK_BYTES, None)), start: 0, end: 0 }
+        ChunkBuf { pool, chunk: Arc::new(Chunk::small()), start: 0, end: 0 }
     }
 
     /// The bytes filled and not yet cut off.
@@ -221,7 +249,7 @@ impl ChunkBuf {
 
     /// Room for at least `more` bytes after the filled ones. When the chunk is short: moves the
     /// filled bytes to its front if no piece shares it, or else to a new chunk big enough for
-    /// both (pooled if it fits one).
+    /// both (see `Chunk::busy`).
     pub fn reserve(&mut self, more: usize) {
         if self.chunk.capacity - self.end >= more {
             return;
@@ -235,7 +263,7 @@ impl ChunkBuf {
                 std::ptr::copy(p.add(self.start), p, filled);
             }
         } else {
-            let chunk = Chunk::new(needed, self.pool);
+            let chunk = Chunk::busy(needed, self.pool);
             // SAFETY: the new chunk holds at least `needed` bytes; the chunks do not overlap.
             unsafe {
                 std::ptr::copy_nonoverlapping(
@@ -293,6 +321,13 @@ impl ChunkBuf {
 mod tests {
     use super::*;
 
+    fn slot_of(buf: &ChunkBuf) -> Option<usize> {
+        match buf.chunk.source {
+            Source::Pool(_, slot) => Some(slot),
+            _ => None,
+        }
+    }
+
     fn fill(buf: &mut ChunkBuf, bytes: &[u8]) {
         buf.reserve(bytes.len());
         buf.spare_mut()[..bytes.len()].copy_from_slice(bytes);
@@ -335,24 +370,26 @@ mod tests {
         fill(&mut buf, &[1u8; 100]);
         assert!(!buf.chunk.pooled(), "a connection starts on a small chunk");
         fill(&mut buf, &vec![2u8; SMALL_CHUNK_BYTES]);
-        assert_eq!(buf.chunk.slot.map(|(_, slot)| slot), Some(0));
+        assert_eq!(slot_of(&buf), Some(0));
         let first = buf.split_to(100 + SMALL_CHUNK_BYTES);
         // The chunk is shared by `first`, so the next frame that does not fit goes to slot 1,
         // and once both are taken, to the system allocator.
         fill(&mut buf, &vec![3u8; POOL_CHUNK_BYTES - 10]);
-        assert_eq!(buf.chunk.slot.map(|(_, slot)| slot), Some(1));
+        assert_eq!(slot_of(&buf), Some(1));
         let second = buf.split_to(POOL_CHUNK_BYTES - 10);
         fill(&mut buf, &vec![4u8; SMALL_CHUNK_BYTES]);
         assert!(!buf.chunk.pooled(), "the pool is empty");
+        assert_eq!(buf.chunk.capacity, POOL_CHUNK_BYTES, "as large from the system allocator");
         assert!(first[100..].iter().all(|&b| b == 2) && second.iter().all(|&b| b == 3));
         drop((first, second));
         let mut free = pool.free.lock().unwrap().clone();
         free.sort();
         assert_eq!(free, vec![0, 1], "both slots came back when their last frames went");
-        // And they are handed out again.
-        buf.split_to(SMALL_CHUNK_BYTES);
-        fill(&mut buf, &vec![5u8; SMALL_CHUNK_BYTES * 2]);
+        // And they are handed out again: to this buffer, once its chunk is shared and full.
+        let third = buf.split_to(SMALL_CHUNK_BYTES);
+        fill(&mut buf, &vec![5u8; POOL_CHUNK_BYTES]);
         assert!(buf.chunk.pooled());
+        assert!(third.iter().all(|&b| b == 4));
     }
 
     #[test]
