@@ -3,8 +3,9 @@
 //! copies small ones into it. Either way it is taken at the rate data arrives and held as long
 //! as the cache keeps the batches. Memory fresh from the kernel costs a fault and a zeroing per
 //! page on first touch; on a VM whose balloon hands freed memory back to the host it costs far
-//! more (2.2-2.7 ms per MiB measured here: as long as receiving it; tuning.md). So
-//! busy buffers fill chunks of one pool, touched once at start-up and never given back.
+//! more (2.2-2.7 ms per MiB measured here: as long as receiving it; tuning.md). So large
+//! chunks come from one pool, touched once at start-up and never given back; only when it is
+//! empty does a buffer map fresh memory of its own.
 //!
 //! A `ChunkBuf` fills its current chunk front to back, and its filled bytes are cut off as
 //! `Bytes` that share the chunk; the chunk goes back to the pool when its last piece is dropped.
@@ -20,9 +21,8 @@ use bytes::Bytes;
 
 /// Size of a pooled chunk. Anything larger to fill gets a chunk of its own size.
 pub const POOL_CHUNK_BYTES: usize = 4 << 20;
-/// A buffer starts with a chunk this small, from the system allocator, and moves to pooled
-/// chunks (or as large from the system allocator) once it needs a second one. One whose pieces are all dropped before it fills up (a
-/// connection whose requests are answered and forgotten) keeps reusing its small chunk.
+/// A buffer starts with a chunk this small, from the system allocator (see `ChunkBuf` for when
+/// it takes a pooled one).
 pub const SMALL_CHUNK_BYTES: usize = 64 << 10;
 /// Alignment of chunks from the system allocator (a cache line).
 const SMALL_ALIGN_BYTES: usize = 64;
@@ -50,17 +50,18 @@ pub struct PoolError {
     source: std::io::Error,
 }
 
-/// Maps the process's pool (`bytes`, rounded down to whole chunks; 0 for none) and touches
-/// every page of it, so that no request waits for a page fault. Call once, before any
-/// buffer; later calls change nothing. Returns how long the touching took.
-pub fn reserve_pool(bytes: usize) -> Result<Duration, PoolError> {
-    if bytes < POOL_CHUNK_BYTES || POOL.get().is_some() {
-        return Ok(Duration::ZERO);
+/// Maps the process's pool (`bytes`, rounded down to whole chunks) and touches every page of
+/// it, so that no request waits for a page fault. Call once, before any buffer. Returns the
+/// bytes mapped and how long the touching took, or `None` when no pool was made (too small,
+/// or made already).
+pub fn reserve_pool(bytes: usize) -> Result<Option<(usize, Duration)>, PoolError> {
+    let slots = bytes / POOL_CHUNK_BYTES;
+    if slots == 0 || POOL.get().is_some() {
+        return Ok(None);
     }
     let started = Instant::now();
-    let pool = Pool::new(bytes / POOL_CHUNK_BYTES)?;
-    let _ = POOL.set(pool);
-    Ok(started.elapsed())
+    let _ = POOL.set(Pool::new(slots)?);
+    Ok(Some((slots * POOL_CHUNK_BYTES, started.elapsed())))
 }
 
 impl Pool {
@@ -70,10 +71,13 @@ impl Pool {
         let p = base.as_ptr().cast::<libc::c_void>();
         // SAFETY: advice on our own mapping. Huge pages are a hint (fewer TLB misses);
         // MADV_POPULATE_WRITE faults the whole range in one call, and on kernels without it
-        // (before 5.14) a write to each page does the same.
+        // (EINVAL, before 5.14) a write to each page does the same. Short of memory, it fails
+        // and the pages are touched as used instead.
         unsafe {
             libc::madvise(p, len, libc::MADV_HUGEPAGE);
-            if libc::madvise(p, len, libc::MADV_POPULATE_WRITE) != 0 {
+            if libc::madvise(p, len, libc::MADV_POPULATE_WRITE) != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+            {
                 let bytes = p.cast::<u8>();
                 for offset in (0..len).step_by(4096) {
                     bytes.add(offset).write_volatile(0);
@@ -87,8 +91,9 @@ impl Pool {
         if let Some(slot) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Some(slot);
         }
-        let slot = self.next.fetch_add(1, Ordering::Relaxed);
-        (slot < self.slots).then_some(slot)
+        self.next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.slots).then_some(n + 1))
+            .ok()
     }
 
     fn give_back(&self, slot: usize) {
@@ -120,8 +125,9 @@ enum Source {
     Mapping,
 }
 
-// SAFETY: a chunk's bytes are written only through `ChunkBuf::spare_mut`, by the one owner of
-// the buffer filling it, and only past every byte a `Piece` refers to; pieces only read.
+// SAFETY: a chunk's bytes are written only by the one owner of the buffer filling it: past
+// every byte a `Piece` refers to (`spare_mut`), or anywhere when no piece shares it (the move
+// to its front in `reserve`); pieces only read.
 unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
@@ -216,25 +222,34 @@ impl AsRef<[u8]> for Piece {
 /// A buffer filled front to back (a connection's received bytes, a shard's copied batches),
 /// whose filled bytes are cut off as `Bytes` that share its chunk.
 pub struct ChunkBuf {
-    /// Where chunks come from once the buffer outgrows small ones.
+    /// Where large chunks come from.
     pool: Option<&'static Pool>,
+    /// Whether its pieces are kept (a shard's copies, which the cache holds): then every chunk
+    /// after the first comes from the pool. A connection's pieces mostly go once answered, so it
+    /// takes a pooled chunk only for what a small one cannot hold.
+    keeps_pieces: bool,
     chunk: Arc<Chunk>,
+    /// A small chunk set aside while a pooled one is in use, to return to when idle.
+    small: Option<Arc<Chunk>>,
     /// First byte not yet cut off.
     start: usize,
     /// End of the bytes received.
     end: usize,
 }
 
-impl Default for ChunkBuf {
-    /// A buffer on the process's pool, if it has one.
-    fn default() -> Self {
-        ChunkBuf::new(POOL.get())
-    }
-}
-
 impl ChunkBuf {
-    fn new(pool: Option<&'static Pool>) -> Self {
-        ChunkBuf { pool, chunk: Arc::new(Chunk::small()), start: 0, end: 0 }
+    /// A connection's receive buffer, on the process's pool if it has one.
+    pub fn for_connection() -> Self {
+        ChunkBuf::new(POOL.get(), false)
+    }
+
+    /// A buffer for copies that are kept, on the process's pool if it has one.
+    pub fn for_copies() -> Self {
+        ChunkBuf::new(POOL.get(), true)
+    }
+
+    fn new(pool: Option<&'static Pool>, keeps_pieces: bool) -> Self {
+        ChunkBuf { pool, keeps_pieces, chunk: Arc::new(Chunk::small()), small: None, start: 0, end: 0 }
     }
 
     /// The bytes filled and not yet cut off.
@@ -247,24 +262,37 @@ impl ChunkBuf {
         self.end - self.start
     }
 
-    /// Room for at least `more` bytes after the filled ones. When the chunk is short: moves the
-    /// filled bytes to its front if no piece shares it, or else to a new chunk big enough for
-    /// both (see `Chunk::busy`).
-    pub fn reserve(&mut self, more: usize) {
-        if self.chunk.capacity - self.end >= more {
+    /// Room for at least `min` bytes after the filled ones. When the chunk is short of that, the
+    /// filled bytes move: to its front if no piece shares it and it is not an oversized chunk
+    /// that a smaller one would now do for, or else to a new chunk with room for `target`
+    /// (at least `min`): a small one if that fits and the pieces are not kept, else from the
+    /// pool (see `Chunk::busy`).
+    pub fn reserve(&mut self, min: usize, target: usize) {
+        let (capacity, filled) = (self.chunk.capacity, self.len());
+        if capacity - self.end >= min {
             return;
         }
-        let filled = self.len();
-        let needed = filled + more;
-        if Arc::get_mut(&mut self.chunk).is_some() && self.chunk.capacity >= needed {
+        let needed = filled + target.max(min);
+        let oversized = capacity > POOL_CHUNK_BYTES && needed <= POOL_CHUNK_BYTES;
+        if Arc::get_mut(&mut self.chunk).is_some() && capacity >= filled + min && !oversized {
             // SAFETY: no piece shares the chunk; `copy` handles the overlap.
             unsafe {
                 let p = self.chunk.ptr.as_ptr();
                 std::ptr::copy(p.add(self.start), p, filled);
             }
         } else {
-            let chunk = Chunk::busy(needed, self.pool);
-            // SAFETY: the new chunk holds at least `needed` bytes; the chunks do not overlap.
+            let chunk = if needed <= SMALL_CHUNK_BYTES && !self.keeps_pieces {
+                self.small_chunk()
+            } else {
+                let chunk = Arc::new(Chunk::busy(needed, self.pool));
+                // Keep a small chunk that nothing else holds, to come back to.
+                if matches!(self.chunk.source, Source::Heap) && Arc::strong_count(&self.chunk) == 1 {
+                    self.small = Some(self.chunk.clone());
+                }
+                chunk
+            };
+            // SAFETY: the new chunk holds at least `needed` bytes and is not the old one (a
+            // small chunk set aside is never the current one).
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     self.chunk.ptr.as_ptr().add(self.start),
@@ -272,10 +300,29 @@ impl ChunkBuf {
                     filled,
                 )
             };
-            self.chunk = Arc::new(chunk);
+            self.chunk = chunk;
         }
         self.start = 0;
         self.end = filled;
+    }
+
+    /// When nothing is filled and no piece holds the current chunk, goes back from a large
+    /// chunk to a small one, so that an idle connection holds 64 KiB, not a pool slot.
+    pub fn shrink_when_idle(&mut self) {
+        let large = !matches!(self.chunk.source, Source::Heap);
+        if large && self.len() == 0 && Arc::strong_count(&self.chunk) == 1 {
+            self.chunk = self.small_chunk();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The small chunk set aside, if nothing else holds it, or a new one.
+    fn small_chunk(&mut self) -> Arc<Chunk> {
+        match self.small.take() {
+            Some(small) if Arc::strong_count(&small) == 1 => small,
+            _ => Arc::new(Chunk::small()),
+        }
     }
 
     /// The unfilled rest of the chunk, to fill; `commit` says how much was.
@@ -308,7 +355,7 @@ impl ChunkBuf {
 
     /// Appends `bytes`, lets `edit` change them in place, and cuts them off.
     pub fn push_edited(&mut self, bytes: &[u8], edit: impl FnOnce(&mut [u8])) -> Bytes {
-        self.reserve(bytes.len());
+        self.reserve(bytes.len(), bytes.len());
         let spare = &mut self.spare_mut()[..bytes.len()];
         spare.copy_from_slice(bytes);
         edit(spare);
@@ -329,14 +376,14 @@ mod tests {
     }
 
     fn fill(buf: &mut ChunkBuf, bytes: &[u8]) {
-        buf.reserve(bytes.len());
+        buf.reserve(bytes.len(), bytes.len());
         buf.spare_mut()[..bytes.len()].copy_from_slice(bytes);
         buf.commit(bytes.len());
     }
 
     #[test]
     fn frames_keep_their_bytes_while_the_buffer_moves_on() {
-        let mut buf = ChunkBuf::default();
+        let mut buf = ChunkBuf::for_connection();
         fill(&mut buf, b"helloworld");
         let hello = buf.split_to(5);
         // More than the small chunk holds: the unsplit rest moves to a new chunk.
@@ -353,7 +400,7 @@ mod tests {
 
     #[test]
     fn an_unshared_chunk_is_reused_in_place() {
-        let mut buf = ChunkBuf::default();
+        let mut buf = ChunkBuf::for_connection();
         fill(&mut buf, &[1u8; SMALL_CHUNK_BYTES - 10]);
         drop(buf.split_to(SMALL_CHUNK_BYTES - 20));
         let before = buf.chunk.ptr;
@@ -366,37 +413,81 @@ mod tests {
     #[test]
     fn a_busy_connection_reads_into_pooled_chunks_that_come_back() {
         let pool: &'static Pool = Box::leak(Box::new(Pool::new(2).unwrap()));
-        let mut buf = ChunkBuf::new(Some(pool));
+        let mut buf = ChunkBuf::new(Some(pool), false);
         fill(&mut buf, &[1u8; 100]);
         assert!(!buf.chunk.pooled(), "a connection starts on a small chunk");
         fill(&mut buf, &vec![2u8; SMALL_CHUNK_BYTES]);
         assert_eq!(slot_of(&buf), Some(0));
         let first = buf.split_to(100 + SMALL_CHUNK_BYTES);
         // The chunk is shared by `first`, so the next frame that does not fit goes to slot 1,
-        // and once both are taken, to the system allocator.
+        // and once both are taken, to a mapping of its own.
         fill(&mut buf, &vec![3u8; POOL_CHUNK_BYTES - 10]);
         assert_eq!(slot_of(&buf), Some(1));
         let second = buf.split_to(POOL_CHUNK_BYTES - 10);
-        fill(&mut buf, &vec![4u8; SMALL_CHUNK_BYTES]);
-        assert!(!buf.chunk.pooled(), "the pool is empty");
-        assert_eq!(buf.chunk.capacity, POOL_CHUNK_BYTES, "as large from the system allocator");
+        fill(&mut buf, &vec![4u8; SMALL_CHUNK_BYTES + 1]);
+        assert!(matches!(buf.chunk.source, Source::Mapping), "the pool is empty");
+        assert_eq!(buf.chunk.capacity, POOL_CHUNK_BYTES);
         assert!(first[100..].iter().all(|&b| b == 2) && second.iter().all(|&b| b == 3));
         drop((first, second));
         let mut free = pool.free.lock().unwrap().clone();
         free.sort();
         assert_eq!(free, vec![0, 1], "both slots came back when their last frames went");
-        // And they are handed out again: to this buffer, once its chunk is shared and full.
-        let third = buf.split_to(SMALL_CHUNK_BYTES);
+        // And they are handed out again.
+        let third = buf.split_to(SMALL_CHUNK_BYTES + 1);
         fill(&mut buf, &vec![5u8; POOL_CHUNK_BYTES]);
         assert!(buf.chunk.pooled());
         assert!(third.iter().all(|&b| b == 4));
     }
 
     #[test]
+    fn small_frames_stay_in_small_chunks_and_an_idle_connection_gives_its_pooled_one_back() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new(1).unwrap()));
+        let mut buf = ChunkBuf::new(Some(pool), false);
+        // Small frames kept alive (requests in flight) fill small chunk after small chunk.
+        let kept: Vec<Bytes> = (0..100)
+            .map(|_| {
+                fill(&mut buf, &[6u8; 1000]);
+                buf.split_to(1000)
+            })
+            .collect();
+        assert!(!buf.chunk.pooled(), "small frames do not take pool slots");
+        // A large frame does; once it is gone and nothing is filled, the slot goes back.
+        fill(&mut buf, &vec![7u8; SMALL_CHUNK_BYTES * 2]);
+        assert!(buf.chunk.pooled());
+        drop(buf.split_to(SMALL_CHUNK_BYTES * 2));
+        buf.shrink_when_idle();
+        assert!(!buf.chunk.pooled());
+        assert_eq!(pool.free.lock().unwrap().len(), 1);
+        assert!(kept.iter().all(|b| b.iter().all(|&x| x == 6)));
+    }
+
+    #[test]
+    fn a_large_frame_moves_once_then_fills_in_place() {
+        let mut buf = ChunkBuf::new(None, false);
+        let whole = 3 * POOL_CHUNK_BYTES;
+        let step = 256 << 10;
+        let mut moves = 0;
+        let mut at = buf.chunk.ptr;
+        while buf.len() < whole {
+            let rest = whole - buf.len();
+            buf.reserve(rest.min(step), rest);
+            if buf.chunk.ptr != at {
+                moves += 1;
+                at = buf.chunk.ptr;
+            }
+            let n = rest.min(step);
+            buf.spare_mut()[..n].fill(8);
+            buf.commit(n);
+        }
+        assert_eq!(moves, 1, "room for the whole frame is made once");
+        assert!(buf.split_to(whole).iter().all(|&b| b == 8));
+    }
+
+    #[test]
     fn small_pieces_that_are_kept_move_the_buffer_to_the_pool() {
         // A shard's copies of small batches: each cut off and kept in the cache.
         let pool: &'static Pool = Box::leak(Box::new(Pool::new(1).unwrap()));
-        let mut buf = ChunkBuf::new(Some(pool));
+        let mut buf = ChunkBuf::new(Some(pool), true);
         let mut kept = Vec::new();
         for i in 0..(SMALL_CHUNK_BYTES / 1000 + 1) {
             kept.push(buf.push_edited(&[7u8; 1000], |b| b[0] = i as u8));
@@ -407,7 +498,7 @@ mod tests {
 
     #[test]
     fn a_frame_larger_than_a_pooled_chunk_gets_its_own() {
-        let mut buf = ChunkBuf::default();
+        let mut buf = ChunkBuf::for_connection();
         let huge = vec![3u8; POOL_CHUNK_BYTES + 1];
         fill(&mut buf, &huge);
         let frame = buf.split_to(huge.len());

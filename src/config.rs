@@ -57,7 +57,7 @@ pub struct ServeArgs {
     pub fetch_cache_mib: usize,
     /// Memory for receiving requests, in MiB, touched at start-up so that no request waits for
     /// a page fault; produced batches stay in it while a fetch cache keeps them. Default: every
-    /// shard's fetch cache plus 64. 0: receive memory comes from the system allocator.
+    /// shard's fetch cache plus 64. 0 (or under 4): none, and busy buffers map fresh memory.
     #[arg(long)]
     pub recv_pool_mib: Option<usize>,
     /// Spin this many microseconds before an idle executor parks: lower cross-core latency for
@@ -144,14 +144,16 @@ impl ServeConfig {
             Placement::Pinned { shards, .. } => shards.len(),
             Placement::Unpinned { shards } => *shards,
         };
-        let recv_pool_mib = args.recv_pool_mib.unwrap_or(args.fetch_cache_mib * shards + RECV_POOL_SPARE_MIB);
+        let recv_pool_mib = args
+            .recv_pool_mib
+            .unwrap_or(args.fetch_cache_mib.saturating_mul(shards).saturating_add(RECV_POOL_SPARE_MIB));
         Ok(ServeConfig {
             listen,
             advertised,
             data_dir: args.data_dir.clone(),
             placement,
             fetch_cache_bytes: args.fetch_cache_mib << 20,
-            recv_pool_bytes: recv_pool_mib << 20,
+            recv_pool_bytes: recv_pool_mib.saturating_mul(1 << 20),
             spin_before_park_us: args.spin_before_park_us,
             zero_ahead_bytes: args.zero_ahead_kib << 10,
             io_memory_bytes: args.io_memory_mib << 20,

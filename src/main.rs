@@ -63,13 +63,8 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     check_direct_io(&config.data_dir)?;
     check_scheduling_policy()?;
     raise_open_files_limit();
-    let touched = buffers::reserve_pool(config.recv_pool_bytes).map_err(|e| e.to_string())?;
-    if config.recv_pool_bytes > 0 {
-        eprintln!(
-            "pinion: {} MiB of receive buffers ready in {} ms",
-            config.recv_pool_bytes >> 20,
-            touched.as_millis()
-        );
+    if let Some((bytes, took)) = buffers::reserve_pool(config.recv_pool_bytes).map_err(|e| e.to_string())? {
+        eprintln!("pinion: {} MiB of receive buffers ready in {} ms", bytes >> 20, took.as_millis());
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

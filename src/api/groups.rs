@@ -108,7 +108,12 @@ pub async fn join(
                 req.session_timeout_ms
             },
             protocol_type: req.protocol_type.to_string(),
-            protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+            // Copied: kept for the member's life, a slice would hold the whole receive chunk.
+            protocols: req
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.to_string(), bytes::Bytes::copy_from_slice(&p.metadata)))
+                .collect(),
             require_known_member_id: version >= 4,
         };
         let shard = router.group_shard(&group);
@@ -149,8 +154,11 @@ pub async fn sync(router: &Router, version: i16, req: SyncGroupRequest) -> SyncG
         SyncResult::error(ResponseError::InvalidGroupId)
     } else {
         let shard = router.group_shard(&group);
-        let assignments =
-            req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+        let assignments = req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), bytes::Bytes::copy_from_slice(&a.assignment)))
+            .collect();
         call(router, shard, |reply| GroupCall::Sync {
             group,
             member_id: req.member_id.to_string(),

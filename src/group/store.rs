@@ -128,7 +128,7 @@ impl OffsetStore {
         // The offsets log is not cached: every entry is already in the coordinator's maps.
         let budget = CacheBudget::new(0);
         let partition = Partition::start(tp, log, config, budget);
-        Ok((OffsetStore { partition, arena: RefCell::new(ChunkBuf::default()) }, entries))
+        Ok((OffsetStore { partition, arena: RefCell::new(ChunkBuf::for_copies()) }, entries))
     }
 
     /// Appends entries now, so the log holds them in the order of the calls (the coordinator

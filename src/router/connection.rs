@@ -16,6 +16,8 @@ use crate::protocol::codec::{self, FrameError};
 
 /// Bytes asked of the socket per read when no large frame is expected.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Least room worth a read when no frame is under way: less moves the buffer on first.
+const READ_MIN_BYTES: usize = 4 << 10;
 /// Largest single read while a big frame arrives.
 const READ_CHUNK_BYTES_MAX: usize = 4 << 20;
 
@@ -73,18 +75,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
     host: &Rc<str>,
 ) -> Result<(), ConnectionError> {
     let max = router.config.broker.socket_request_max_bytes();
-    let mut buf = ChunkBuf::default();
+    let mut buf = ChunkBuf::for_connection();
     loop {
-        // Room to make for the frame being received, and how much to ask the socket for at
-        // once. The room is the rest of the frame, so that it lands in one chunk, but at most
-        // as much again as has arrived (or READ_CHUNK_BYTES_MAX): a declared size alone
-        // reserves little.
-        let (mut room, mut want) = (READ_CHUNK_BYTES, READ_CHUNK_BYTES);
+        // Room the next read needs, room to make when the buffer must move, and bytes to ask
+        // the socket for. With a frame under way, the room to make is the rest of it, so that
+        // it lands in one chunk, but at most as much again as has arrived (or
+        // READ_CHUNK_BYTES_MAX): a declared size alone takes at most one pooled chunk.
+        let (mut min, mut target, mut want) = (READ_MIN_BYTES, READ_CHUNK_BYTES / 2, READ_CHUNK_BYTES);
         while let Some(size) = codec::frame_size(buf.filled(), max)? {
             let whole = codec::SIZE_PREFIX_BYTES + size;
             if buf.len() < whole {
-                want = (whole - buf.len()).clamp(READ_CHUNK_BYTES, READ_CHUNK_BYTES_MAX);
-                room = want.max((whole - buf.len()).min(buf.len().max(READ_CHUNK_BYTES_MAX)));
+                let rest = whole - buf.len();
+                want = rest.clamp(READ_CHUNK_BYTES, READ_CHUNK_BYTES_MAX);
+                min = rest.min(READ_CHUNK_BYTES);
+                target = rest.min(buf.len().max(READ_CHUNK_BYTES_MAX));
                 break;
             }
             if router.stopping.get() {
@@ -98,13 +102,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return Ok(()); // the writer failed: the socket is gone
             }
         }
-        buf.reserve(room);
+        buf.reserve(min, target);
         let n = match recv_into_spare(fd, &mut buf, want) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Nothing waiting: let the reactor wake us.
-                let n = reader.read(&mut buf.spare_mut()[..want]).await?;
+                // Nothing waiting: give back a large chunk nothing else holds, and let the
+                // reactor wake us.
+                buf.shrink_when_idle();
+                buf.reserve(min, target);
+                let spare = buf.spare_mut();
+                let len = spare.len().min(want);
+                let n = reader.read(&mut spare[..len]).await?;
                 buf.commit(n);
                 n
             }

@@ -46,7 +46,7 @@ impl Shard {
             zero_ahead_bytes: storage.zero_ahead_bytes,
             partitions: RefCell::new(HashMap::new()),
             budget: CacheBudget::new(storage.cache_bytes),
-            arena: RefCell::new(ChunkBuf::default()),
+            arena: RefCell::new(ChunkBuf::for_copies()),
             groups: RefCell::new(None),
         })
     }

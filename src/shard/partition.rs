@@ -19,9 +19,10 @@ use crate::protocol::batch::{self, Chunk};
 use crate::protocol::errors::PartitionError;
 
 /// Batches at least this large are kept as slices of the request that brought them; smaller
-/// ones are copied. A slice keeps the chunk it was received into alive (`crate::buffers`) for
-/// as long as the batch stays cached, which for small batches among other requests could cost
-/// far more memory than the copy costs time; large batches fill most of their chunk.
+/// ones are copied. A slice keeps the chunk it was received into alive (`crate::buffers`, up to
+/// 4 MiB) for as long as the batch stays cached: for small batches that would cost far more
+/// memory than the copy costs time. A batch of this size still counts for as little as a
+/// sixty-fourth of the chunk it holds, when the frames around it are not cached.
 const KEEP_AS_RECEIVED_BYTES: usize = 64 << 10;
 
 type AckSender = oneshot::Sender<Result<(), PartitionError>>;
