@@ -5,7 +5,7 @@
 //! page on first touch; on a VM whose balloon hands freed memory back to the host it costs far
 //! more (2.2-2.7 ms per MiB measured here: as long as receiving it; tuning.md). So large
 //! chunks come from one pool, touched once at start-up and never given back; only when it is
-//! empty does a buffer map fresh memory of its own.
+//! empty does a buffer take one from the system allocator.
 //!
 //! A `ChunkBuf` fills its current chunk front to back, and its filled bytes are cut off as
 //! `Bytes` that share the chunk; the chunk goes back to the pool when its last piece is dropped.
@@ -107,42 +107,40 @@ impl Pool {
     }
 }
 
-/// One chunk of memory. Every byte of it is initialized (zeroed when new, or written since),
-/// so the unfilled part can be lent out as `&mut [u8]`.
+/// One chunk of memory. Its first `initialized` bytes hold values (written since, or zero pages
+/// of the pool); past them, a chunk from the system allocator holds none yet, and is written
+/// through a pointer or zeroed before it is lent out as `&mut [u8]` (`ChunkBuf::spare_mut`).
 struct Chunk {
     ptr: NonNull<u8>,
     capacity: usize,
     source: Source,
+    /// Changed only by the buffer that owns the chunk; atomic because the chunk is shared.
+    initialized: AtomicUsize,
 }
 
 enum Source {
     /// A slot of a pool, given back when the chunk is dropped.
     Pool(&'static Pool, usize),
-    /// The system allocator (small chunks: zeroing them costs little).
+    /// The system allocator, which keeps freed memory for the next chunk: small chunks, and
+    /// large ones when the pool has none.
     Heap,
-    /// A mapping of its own (large chunks: the kernel zeroes each page when first touched, so
-    /// no page is touched before it is filled).
-    Mapping,
 }
 
 // SAFETY: a chunk's bytes are written only by the one owner of the buffer filling it: past
-// every byte a `Piece` refers to (`spare_mut`), or anywhere when no piece shares it (the move
-// to its front in `reserve`); pieces only read.
+// every byte a `Piece` refers to (`spare_mut`, `spare_ptr`), or anywhere when no piece shares
+// it (the move to its front in `reserve`); pieces only read.
 unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
 impl Chunk {
     /// A small chunk from the system allocator, to start a buffer with.
     fn small() -> Chunk {
-        let layout = Self::heap_layout(SMALL_CHUNK_BYTES);
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Chunk { ptr, capacity: SMALL_CHUNK_BYTES, source: Source::Heap }
+        Chunk::heap(SMALL_CHUNK_BYTES)
     }
 
     /// A chunk of at least `bytes` for a buffer that has filled one already: from `pool` when
-    /// one is given, has a chunk free, and that chunk is big enough; else a mapping as big.
+    /// one is given, has a chunk free, and that chunk is big enough; else as big from the
+    /// system allocator.
     fn busy(bytes: usize, pool: Option<&'static Pool>) -> Chunk {
         if let Some(pool) = pool.filter(|_| bytes <= POOL_CHUNK_BYTES) {
             if let Some(slot) = pool.take() {
@@ -150,17 +148,33 @@ impl Chunk {
                     ptr: pool.slot_ptr(slot),
                     capacity: POOL_CHUNK_BYTES,
                     source: Source::Pool(pool, slot),
+                    initialized: AtomicUsize::new(POOL_CHUNK_BYTES),
                 };
             }
         }
-        let capacity = bytes.max(POOL_CHUNK_BYTES);
-        let ptr = map_anonymous(capacity)
-            .unwrap_or_else(|_| std::alloc::handle_alloc_error(Self::heap_layout(capacity)));
-        Chunk { ptr, capacity, source: Source::Mapping }
+        Chunk::heap(bytes.max(POOL_CHUNK_BYTES))
+    }
+
+    /// Memory of the system allocator, not zeroed: a page is touched only when filled.
+    fn heap(capacity: usize) -> Chunk {
+        let layout = Self::heap_layout(capacity);
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Chunk { ptr, capacity, source: Source::Heap, initialized: AtomicUsize::new(0) }
     }
 
     fn heap_layout(capacity: usize) -> Layout {
         Layout::from_size_align(capacity, SMALL_ALIGN_BYTES).expect("chunk size overflows a layout")
+    }
+
+    fn initialized(&self) -> usize {
+        self.initialized.load(Ordering::Relaxed)
+    }
+
+    fn set_initialized(&self, bytes: usize) {
+        debug_assert!(bytes <= self.capacity);
+        self.initialized.fetch_max(bytes, Ordering::Relaxed);
     }
 
     #[cfg(test)]
@@ -173,19 +187,15 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         match self.source {
             Source::Pool(pool, slot) => pool.give_back(slot),
-            // SAFETY: allocated in `Chunk::small` with this layout.
+            // SAFETY: allocated in `Chunk::heap` with this layout; no piece refers to it.
             Source::Heap => unsafe {
                 std::alloc::dealloc(self.ptr.as_ptr(), Self::heap_layout(self.capacity))
-            },
-            // SAFETY: mapped in `Chunk::busy` with this length; no piece refers to it any more.
-            Source::Mapping => unsafe {
-                libc::munmap(self.ptr.as_ptr().cast(), self.capacity);
             },
         }
     }
 }
 
-/// A private anonymous mapping of `len` bytes: zero pages, backed only once touched.
+/// A private anonymous mapping of `len` bytes: zero pages, backed once touched.
 fn map_anonymous(len: usize) -> std::io::Result<NonNull<u8>> {
     // SAFETY: a fresh mapping; nothing else refers to it.
     let p = unsafe {
@@ -286,7 +296,7 @@ impl ChunkBuf {
             } else {
                 let chunk = Arc::new(Chunk::busy(needed, self.pool));
                 // Keep a small chunk that nothing else holds, to come back to.
-                if matches!(self.chunk.source, Source::Heap) && Arc::strong_count(&self.chunk) == 1 {
+                if self.chunk.capacity == SMALL_CHUNK_BYTES && Arc::strong_count(&self.chunk) == 1 {
                     self.small = Some(self.chunk.clone());
                 }
                 chunk
@@ -300,6 +310,7 @@ impl ChunkBuf {
                     filled,
                 )
             };
+            chunk.set_initialized(filled);
             self.chunk = chunk;
         }
         self.start = 0;
@@ -309,7 +320,7 @@ impl ChunkBuf {
     /// When nothing is filled and no piece holds the current chunk, goes back from a large
     /// chunk to a small one, so that an idle connection holds 64 KiB, not a pool slot.
     pub fn shrink_when_idle(&mut self) {
-        let large = !matches!(self.chunk.source, Source::Heap);
+        let large = self.chunk.capacity > SMALL_CHUNK_BYTES;
         if large && self.len() == 0 && Arc::strong_count(&self.chunk) == 1 {
             self.chunk = self.small_chunk();
             self.start = 0;
@@ -325,18 +336,39 @@ impl ChunkBuf {
         }
     }
 
-    /// The unfilled rest of the chunk, to fill; `commit` says how much was.
-    pub fn spare_mut(&mut self) -> &mut [u8] {
-        let spare = self.chunk.capacity - self.end;
-        // SAFETY: past `end` nothing is shared (pieces lie before `start`); the bytes are
-        // initialized (see `Chunk`); `&mut self` keeps this the only borrow.
-        unsafe { std::slice::from_raw_parts_mut(self.chunk.ptr.as_ptr().add(self.end), spare) }
+    /// Bytes that can be filled before the chunk must change.
+    pub fn spare_len(&self) -> usize {
+        self.chunk.capacity - self.end
     }
 
-    /// Counts the first `n` bytes of `spare_mut` as filled.
+    /// The next `len` unfilled bytes (zeroed first where they hold nothing yet), to fill;
+    /// `commit` says how much was.
+    pub fn spare_mut(&mut self, len: usize) -> &mut [u8] {
+        assert!(len <= self.spare_len(), "asked past the chunk");
+        let (p, want_end) = (self.chunk.ptr.as_ptr(), self.end + len);
+        let initialized = self.chunk.initialized();
+        if initialized < want_end {
+            // SAFETY: inside the chunk, past every piece; nothing else writes it.
+            unsafe { std::ptr::write_bytes(p.add(initialized), 0, want_end - initialized) };
+            self.chunk.set_initialized(want_end);
+        }
+        // SAFETY: past `end` nothing is shared (pieces lie before `start`); the bytes hold
+        // values (above); `&mut self` keeps this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(p.add(self.end), len) }
+    }
+
+    /// Where the unfilled bytes start, to be written through (at most `spare_len` of them)
+    /// before `commit`.
+    pub fn spare_ptr(&mut self) -> *mut u8 {
+        // SAFETY: `end` is within the chunk.
+        unsafe { self.chunk.ptr.as_ptr().add(self.end) }
+    }
+
+    /// Counts the next `n` unfilled bytes, just written, as filled.
     pub fn commit(&mut self, n: usize) {
-        assert!(n <= self.chunk.capacity - self.end, "committed past the chunk");
+        assert!(n <= self.spare_len(), "committed past the chunk");
         self.end += n;
+        self.chunk.set_initialized(self.end);
     }
 
     /// Drops the first `n` filled bytes.
@@ -355,12 +387,14 @@ impl ChunkBuf {
 
     /// Appends `bytes`, lets `edit` change them in place, and cuts them off.
     pub fn push_edited(&mut self, bytes: &[u8], edit: impl FnOnce(&mut [u8])) -> Bytes {
-        self.reserve(bytes.len(), bytes.len());
-        let spare = &mut self.spare_mut()[..bytes.len()];
-        spare.copy_from_slice(bytes);
-        edit(spare);
-        self.commit(bytes.len());
-        self.split_to(bytes.len())
+        let len = bytes.len();
+        self.reserve(len, len);
+        // SAFETY: `reserve` made room for `len` bytes past the filled ones.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.spare_ptr(), len) };
+        self.commit(len);
+        // SAFETY: the last `len` filled bytes, just written and not yet cut off or shared.
+        edit(unsafe { std::slice::from_raw_parts_mut(self.chunk.ptr.as_ptr().add(self.end - len), len) });
+        self.split_to(len)
     }
 }
 
@@ -377,7 +411,7 @@ mod tests {
 
     fn fill(buf: &mut ChunkBuf, bytes: &[u8]) {
         buf.reserve(bytes.len(), bytes.len());
-        buf.spare_mut()[..bytes.len()].copy_from_slice(bytes);
+        buf.spare_mut(bytes.len()).copy_from_slice(bytes);
         buf.commit(bytes.len());
     }
 
@@ -425,7 +459,7 @@ mod tests {
         assert_eq!(slot_of(&buf), Some(1));
         let second = buf.split_to(POOL_CHUNK_BYTES - 10);
         fill(&mut buf, &vec![4u8; SMALL_CHUNK_BYTES + 1]);
-        assert!(matches!(buf.chunk.source, Source::Mapping), "the pool is empty");
+        assert!(matches!(buf.chunk.source, Source::Heap), "the pool is empty");
         assert_eq!(buf.chunk.capacity, POOL_CHUNK_BYTES);
         assert!(first[100..].iter().all(|&b| b == 2) && second.iter().all(|&b| b == 3));
         drop((first, second));
@@ -476,7 +510,7 @@ mod tests {
                 at = buf.chunk.ptr;
             }
             let n = rest.min(step);
-            buf.spare_mut()[..n].fill(8);
+            buf.spare_mut(n).fill(8);
             buf.commit(n);
         }
         assert_eq!(moves, 1, "room for the whole frame is made once");
@@ -494,6 +528,26 @@ mod tests {
         }
         assert!(buf.chunk.pooled(), "the small chunk filled up while shared");
         assert!(kept.iter().enumerate().all(|(i, b)| b[0] == i as u8 && b[1..].iter().all(|&x| x == 7)));
+    }
+
+    #[test]
+    fn memory_of_the_system_allocator_is_zeroed_only_where_lent_before_it_is_written() {
+        let mut buf = ChunkBuf::new(None, false);
+        assert_eq!(buf.chunk.initialized(), 0);
+        // Written through the pointer (as recv does), then counted.
+        // SAFETY: 3 bytes of room past the filled ones.
+        unsafe { std::ptr::copy_nonoverlapping(b"abc".as_ptr(), buf.spare_ptr(), 3) };
+        buf.commit(3);
+        assert_eq!(buf.chunk.initialized(), 3);
+        // Lent out as a slice: zeroed first, and only as far as asked.
+        assert!(buf.spare_mut(5).iter().all(|&b| b == 0));
+        assert_eq!(buf.chunk.initialized(), 8);
+        assert_eq!(buf.filled(), b"abc");
+        // A large chunk from the system allocator starts with nothing initialized past the
+        // bytes moved into it.
+        buf.reserve(SMALL_CHUNK_BYTES * 2, SMALL_CHUNK_BYTES * 2);
+        assert_eq!(buf.chunk.initialized(), 3);
+        assert_eq!(buf.filled(), b"abc");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct ServeArgs {
     pub fetch_cache_mib: usize,
     /// Memory for receiving requests, in MiB, touched at start-up so that no request waits for
     /// a page fault; produced batches stay in it while a fetch cache keeps them. Default: every
-    /// shard's fetch cache plus 64. 0 (or under 4): none, and busy buffers map fresh memory.
+    /// shard's fetch cache plus 64. 0 (or under 4): none; memory comes from the system allocator.
     #[arg(long)]
     pub recv_pool_mib: Option<usize>,
     /// Spin this many microseconds before an idle executor parks: lower cross-core latency for

@@ -111,9 +111,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 // reactor wake us.
                 buf.shrink_when_idle();
                 buf.reserve(min, target);
-                let spare = buf.spare_mut();
-                let len = spare.len().min(want);
-                let n = reader.read(&mut spare[..len]).await?;
+                let len = buf.spare_len().min(want);
+                let n = reader.read(buf.spare_mut(len)).await?;
                 buf.commit(n);
                 n
             }
@@ -128,10 +127,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Reads what the socket already holds, up to `want` bytes, without waiting: a busy
 /// connection reads on without a trip through the reactor. `WouldBlock` when it is empty.
 fn recv_into_spare(fd: std::os::fd::RawFd, buf: &mut ChunkBuf, want: usize) -> std::io::Result<usize> {
-    let spare = buf.spare_mut();
-    let len = spare.len().min(want);
-    // SAFETY: the kernel writes at most `len` bytes into `spare`, which we borrow mutably.
-    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+    let len = buf.spare_len().min(want);
+    // SAFETY: the kernel writes at most `len` bytes at `spare_ptr`, which `buf` has room for.
+    let n = unsafe { libc::recv(fd, buf.spare_ptr().cast(), len, libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
