@@ -10,6 +10,26 @@ const LAZY_BYTES_MIN: usize = 1 << 30;
 
 pub struct LazyHugeAlloc;
 
+/// A private anonymous mapping of `len` bytes: zero pages, backed once touched, reserved lazily
+/// (`MAP_NORESERVE`).
+pub fn map_anonymous(len: usize) -> std::io::Result<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh mapping; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(std::ptr::NonNull::new(p.cast::<u8>()).expect("mmap returned a null mapping"))
+}
+
 // SAFETY: small requests go to `System`; large ones to anonymous mappings, which are page
 // aligned (enough for any alignment below a page) and released with the same size.
 unsafe impl GlobalAlloc for LazyHugeAlloc {
@@ -17,19 +37,7 @@ unsafe impl GlobalAlloc for LazyHugeAlloc {
         if layout.size() < LAZY_BYTES_MIN || layout.align() > 4096 {
             return System.alloc(layout);
         }
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            layout.size(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            std::ptr::null_mut()
-        } else {
-            p as *mut u8
-        }
+        map_anonymous(layout.size()).map_or(std::ptr::null_mut(), |p| p.as_ptr())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

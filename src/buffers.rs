@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::alloc::map_anonymous;
+
 /// Size of a pooled chunk. Anything larger to fill gets a chunk of its own size.
 pub const POOL_CHUNK_BYTES: usize = 4 << 20;
 /// A buffer starts with a chunk this small, from the system allocator (see `ChunkBuf` for when
@@ -193,25 +195,6 @@ impl Drop for Chunk {
             },
         }
     }
-}
-
-/// A private anonymous mapping of `len` bytes: zero pages, backed once touched.
-fn map_anonymous(len: usize) -> std::io::Result<NonNull<u8>> {
-    // SAFETY: a fresh mapping; nothing else refers to it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(NonNull::new(p.cast::<u8>()).expect("mmap returned a null mapping"))
 }
 
 /// Bytes cut off a chunk, kept alive by the `Bytes` made from them.
