@@ -33,13 +33,12 @@ const SMALL_ALIGN_BYTES: usize = 64;
 struct Pool {
     base: NonNull<u8>,
     slots: usize,
-    /// Slots never handed out yet start at `next`; given-back ones wait in `free`.
-    next: AtomicUsize,
+    /// Slots not in use, lowest last.
     free: Mutex<Vec<usize>>,
 }
 
 // SAFETY: the pool only hands out disjoint slots of its mapping, which lives as long as the
-// process; which slot is whose is kept under the mutex and the atomic.
+// process; which slots are free is kept under the mutex.
 unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
@@ -86,16 +85,11 @@ impl Pool {
                 }
             }
         }
-        Ok(Pool { base, slots, next: AtomicUsize::new(0), free: Mutex::new(Vec::new()) })
+        Ok(Pool { base, slots, free: Mutex::new((0..slots).rev().collect()) })
     }
 
     fn take(&self) -> Option<usize> {
-        if let Some(slot) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Some(slot);
-        }
-        self.next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.slots).then_some(n + 1))
-            .ok()
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
     fn give_back(&self, slot: usize) {
