@@ -221,6 +221,11 @@ pub struct DurableArgs {
     /// Seconds to write.
     #[arg(long, default_value_t = 8.0)]
     pub duration: f64,
+    /// Write over blocks already written and synced (zeros, before the clock starts) instead of
+    /// appending: the shape of pinion's small durable writes, which land on zeros it keeps
+    /// written ahead of each partition (`--zero-ahead-kib`).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

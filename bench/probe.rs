@@ -147,9 +147,10 @@ pub fn print_disk(v: &Value) {
 /// Durable appends at a fixed total rate: `files` threads, each appending `io_bytes` writes to
 /// its own fresh O_DIRECT | O_DSYNC file on a schedule, staggered so that the writes arrive
 /// evenly. This is the disk's share of an acks=all produce at that rate when every partition
-/// write is its own durable append, with no broker, network or client in the way. Latency is
-/// each write's own (issue to completion); a write that falls behind its schedule is issued at
-/// once, and how far behind the slowest one fell is reported too.
+/// write is its own durable append, with no broker, network or client in the way. With
+/// `overwrite`, each file is first filled with zeros and synced, and the writes land on those
+/// blocks instead. Latency is each write's own (issue to completion); a write that falls behind
+/// its schedule is issued at once, and how far behind the slowest one fell is reported too.
 pub fn durable(args: &DurableArgs) -> Result<Value> {
     check_io_bytes(args.io_bytes)?;
     if args.files == 0 || args.mb_per_s <= 0.0 || args.duration <= 0.0 {
@@ -162,6 +163,14 @@ pub fn durable(args: &DurableArgs) -> Result<Value> {
     let paths: Vec<_> = (0..files)
         .map(|i| args.dir.join(format!(".pinion-bench-durable-{}-{i}", std::process::id())))
         .collect();
+    let prepared = paths.iter().try_for_each(|path| match args.overwrite {
+        true => fill_with_zeros(path, writes_each * args.io_bytes as u64),
+        false => open_direct(path, true, false).map(drop),
+    });
+    if let Err(e) = prepared {
+        paths.iter().for_each(|path| drop(std::fs::remove_file(path)));
+        return Err(e);
+    }
     let start = Instant::now() + Duration::from_millis(10);
     let threads: Vec<_> = paths
         .iter()
@@ -195,6 +204,7 @@ pub fn durable(args: &DurableArgs) -> Result<Value> {
         "dir": args.dir.display().to_string(),
         "files": files,
         "io_bytes": args.io_bytes,
+        "overwrite": args.overwrite,
         "target_mb_per_s": args.mb_per_s,
         "mb_per_s": bytes as f64 / elapsed / 1e6,
         "writes": hist.len(),
@@ -210,7 +220,7 @@ fn durable_writer(
     interval: Duration,
     writes: u64,
 ) -> Result<(hdrhistogram::Histogram<u64>, Duration)> {
-    let file = open_direct(path, true, true)?;
+    let file = open_direct(path, false, true)?;
     let mut buf = AlignedBuf::new(io_bytes);
     buf.as_mut_slice().fill(b'd');
     let mut hist = new_histogram();
@@ -230,11 +240,24 @@ fn durable_writer(
     Ok((hist, behind))
 }
 
+/// Makes `path` a fresh file of `len` bytes of zeros (rounded up to whole MiB), written with
+/// direct I/O and synced, so that later writes over it change no block map or file size.
+fn fill_with_zeros(path: &Path, len: u64) -> Result<()> {
+    const STEP: usize = 1 << 20;
+    let file = open_direct(path, true, false)?;
+    let mut zeros = AlignedBuf::new(STEP);
+    for i in 0..len.div_ceil(STEP as u64) {
+        file.write_all_at(zeros.as_mut_slice(), i * STEP as u64).context("writing zeros")?;
+    }
+    file.sync_all().context("fsync")
+}
+
 pub fn print_durable(v: &Value) {
     let l = &v["latency_ms"];
     println!(
-        "disk {}: O_DSYNC appends of {} B to {} files at {:.0} MB/s (asked {:.0}): p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
+        "disk {}: O_DSYNC {} of {} B to {} files at {:.0} MB/s (asked {:.0}): p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
         v["dir"].as_str().unwrap_or(""),
+        if v["overwrite"].as_bool().unwrap_or(false) { "overwrites" } else { "appends" },
         v["io_bytes"],
         v["files"],
         v["mb_per_s"].as_f64().unwrap_or(0.0),

@@ -118,8 +118,15 @@ def build_table(r: dict) -> Table:
         t.plain(f"e2e p99 at 25% of acks=all peak ({q_rate:,.0f} rec/s)", q["e2e"]["latency_ms"]["p99"], "ms")
         t.plain("e2e p99.9, same run", q["e2e"]["latency_ms"]["p99_9"], "ms")
     lat = r["lat_10k"]["produce"]["latency_ms"]
-    t.latency("produce p99, 10,000 rec/s acks=all linger 0", lat["p99"], "4 KiB fsync p99", fsync["p99"], 1)
-    t.latency("produce p99.9, same run", lat["p99_9"], "4 KiB fsync p99.9", fsync["p99_9"], 3)
+    # Its limit is the disk's own latency for as many durable 4 KiB overwrites a second (the
+    # `durable --overwrite` probe), where the run has it.
+    durable_10k = r.get("durable_10k")
+    if durable_10k:
+        floor_name, floor = "durable 4 KiB overwrites at 10,000/s", durable_10k["latency_ms"]
+    else:
+        floor_name, floor = "4 KiB fsync", fsync
+    t.latency("produce p99, 10,000 rec/s acks=all linger 0", lat["p99"], f"{floor_name} p99", floor["p99"], 1)
+    t.latency("produce p99.9, same run", lat["p99_9"], f"{floor_name} p99.9", floor["p99_9"], 3)
     mem = r["memory"]
     per = mem["kib_per_idle_partition"]
     t.plain("broker RSS, 1 partition / 10,001", mem["rss_kib_1_partition"], "KiB",
