@@ -33,6 +33,9 @@ pub enum Mode {
     Durable(DurableArgs),
     /// Machine limit: TCP bandwidth between two threads over 127.0.0.1.
     Loopback(LoopbackArgs),
+    /// Machine limit: how often, and for how long, the CPUs are taken away from a running
+    /// thread (by the hypervisor on a VM, or by interrupts), with a thread spinning on each.
+    Stalls(StallsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -245,6 +248,19 @@ pub struct LoopbackArgs {
     /// CPUs for the sender and the receiver thread, e.g. `0,1`.
     #[arg(long)]
     pub cpus: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StallsArgs {
+    /// CPUs to spin on, one thread each, e.g. `0,1` (default: every CPU).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Seconds to spin.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

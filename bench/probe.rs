@@ -1,7 +1,8 @@
 //! Probes of the machine's own limits, to set the broker's figures against: sequential direct-I/O
 //! write and read bandwidth of a directory's disk, the latency of the smallest durable write
-//! (rewrite one 4 KiB block + fdatasync, the floor under an acks=all produce), and TCP bandwidth
-//! over loopback between two threads.
+//! (rewrite one 4 KiB block + fdatasync, the floor under an acks=all produce), durable writes of
+//! a given shape at a fixed rate, TCP bandwidth over loopback between two threads, and the stalls
+//! of the CPUs themselves.
 
 use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::args::{parse_cpu_list, DiskArgs, DurableArgs, LoopbackArgs};
+use crate::args::{parse_cpu_list, DiskArgs, DurableArgs, LoopbackArgs, StallsArgs};
 use crate::produce::pin;
 use crate::stats::{latency_us, new_histogram};
 
@@ -331,4 +332,96 @@ fn loopback_once(args: &LoopbackArgs) -> Result<Value> {
         "elapsed_s": elapsed.as_secs_f64(),
         "gb_per_s": bytes as f64 / elapsed.as_secs_f64() / 1e9,
     }))
+}
+
+/// Gaps between two clock reads longer than this count as a stall.
+const STALL_MIN: Duration = Duration::from_micros(100);
+
+/// A thread spinning on each CPU, reading the clock: any gap between two reads longer than
+/// `STALL_MIN` is time the CPU was taken away (on a VM, mostly by the hypervisor running
+/// something else; otherwise interrupts). A latency target below the longest of these gaps
+/// cannot be met for the records they catch, whatever the broker does.
+pub fn stalls(args: &StallsArgs) -> Result<Value> {
+    if args.duration <= 0.0 {
+        bail!("--duration must be positive");
+    }
+    let cpus = match &args.cpus {
+        Some(list) => parse_cpu_list(list).map_err(anyhow::Error::msg)?,
+        None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    };
+    let duration = Duration::from_secs_f64(args.duration);
+    let threads: Vec<_> =
+        cpus.iter().map(|&cpu| std::thread::spawn(move || (cpu, spin_for_stalls(cpu, duration)))).collect();
+    let per_cpu: Vec<Value> = threads
+        .into_iter()
+        .map(|t| t.join().map_err(|_| anyhow::anyhow!("probe thread panicked")))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(cpu, s)| {
+            json!({
+                "cpu": cpu,
+                "stalls_over_0_1_ms": s.over_0_1_ms,
+                "stalls_over_1_ms": s.over_1_ms,
+                "stalls_over_3_ms": s.over_3_ms,
+                "stalled_ms": s.stalled.as_secs_f64() * 1000.0,
+                "longest_ms": s.longest.as_secs_f64() * 1000.0,
+            })
+        })
+        .collect();
+    let count = |key: &str| per_cpu.iter().map(|c| c[key].as_u64().unwrap_or(0)).sum::<u64>();
+    let stalled_ms = per_cpu.iter().map(|c| c["stalled_ms"].as_f64().unwrap_or(0.0)).sum::<f64>();
+    let longest = per_cpu.iter().map(|c| c["longest_ms"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+    Ok(json!({
+        "duration_s": args.duration,
+        "stalls_over_1_ms": count("stalls_over_1_ms"),
+        "stalls_over_3_ms": count("stalls_over_3_ms"),
+        "stalled_ms": stalled_ms,
+        "longest_ms": longest,
+        "cpus": per_cpu,
+    }))
+}
+
+#[derive(Default)]
+struct Stalls {
+    over_0_1_ms: u64,
+    over_1_ms: u64,
+    over_3_ms: u64,
+    stalled: Duration,
+    longest: Duration,
+}
+
+fn spin_for_stalls(cpu: usize, duration: Duration) -> Stalls {
+    pin(Some(cpu));
+    let mut s = Stalls::default();
+    let started = Instant::now();
+    let mut last = started;
+    while last - started < duration {
+        let now = Instant::now();
+        let gap = now - last;
+        last = now;
+        if gap < STALL_MIN {
+            continue;
+        }
+        s.over_0_1_ms += 1;
+        s.over_1_ms += u64::from(gap >= Duration::from_millis(1));
+        s.over_3_ms += u64::from(gap >= Duration::from_millis(3));
+        s.stalled += gap;
+        s.longest = s.longest.max(gap);
+    }
+    s
+}
+
+pub fn print_stalls(v: &Value) {
+    for c in v["cpus"].as_array().into_iter().flatten() {
+        println!(
+            "CPU {}: {} stalls over 0.1 ms, {} over 1 ms, {} over 3 ms in {} s; {:.1} ms stalled, the longest {:.2} ms",
+            c["cpu"],
+            c["stalls_over_0_1_ms"],
+            c["stalls_over_1_ms"],
+            c["stalls_over_3_ms"],
+            v["duration_s"],
+            c["stalled_ms"].as_f64().unwrap_or(0.0),
+            c["longest_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
 }
