@@ -127,12 +127,15 @@ def build_table(r: dict) -> Table:
         floor_name, floor = "4 KiB fsync", fsync
     t.latency("produce p99, 10,000 rec/s acks=all linger 0", lat["p99"], f"{floor_name} p99", floor["p99"], 1)
     t.latency("produce p99.9, same run", lat["p99_9"], f"{floor_name} p99.9", floor["p99_9"], 3)
-    for name, step in [("stalls_10k", "10,000 rec/s"), ("stalls_e2e", "e2e")]:
-        if name in r:
-            st = r[name]
+    for stalls, run, step in [("stalls_10k", "lat_10k", "10,000 rec/s"), ("stalls_e2e", "e2e_half_peak", "e2e")]:
+        if stalls in r:
+            st = r[stalls]
             t.plain(f"longest CPU stall, just before the {step} step", st["longest_ms"], "ms",
                     f"{st['stalls_over_1_ms']} over 1 ms, {st['stalls_over_3_ms']} over 3 ms in "
                     f"{st['duration_s']:g} s, every CPU spinning")
+        if "host_steal_s" in r.get(run, {}):
+            t.plain(f"CPU time the host took during the {step} step", r[run]["host_steal_s"] * 1000, "ms",
+                    "steal, all CPUs (/proc/stat)")
     mem = r["memory"]
     per = mem["kib_per_idle_partition"]
     t.plain("broker RSS, 1 partition / 10,001", mem["rss_kib_1_partition"], "KiB",
