@@ -164,9 +164,12 @@ pub fn durable(args: &DurableArgs) -> Result<Value> {
     let paths: Vec<_> = (0..files)
         .map(|i| args.dir.join(format!(".pinion-bench-durable-{}-{i}", std::process::id())))
         .collect();
-    let prepared = paths.iter().try_for_each(|path| match args.overwrite {
-        true => fill_with_zeros(path, writes_each * args.io_bytes as u64),
-        false => open_direct(path, true, false).map(drop),
+    let prepared = paths.iter().try_for_each(|path| {
+        if args.overwrite {
+            fill_with_zeros(path, writes_each * args.io_bytes as u64)
+        } else {
+            open_direct(path, true, false).map(drop)
+        }
     });
     if let Err(e) = prepared {
         paths.iter().for_each(|path| drop(std::fs::remove_file(path)));
@@ -338,9 +341,9 @@ fn loopback_once(args: &LoopbackArgs) -> Result<Value> {
 const STALL_MIN: Duration = Duration::from_micros(100);
 
 /// A thread spinning on each CPU, reading the clock: any gap between two reads longer than
-/// `STALL_MIN` is time the CPU was taken away (on a VM, mostly by the hypervisor running
-/// something else; otherwise interrupts). A latency target below the longest of these gaps
-/// cannot be met for the records they catch, whatever the broker does.
+/// `STALL_MIN` is time the CPU was taken away from a running thread, by the hypervisor (on a
+/// VM) or by interrupts. Whatever a broker does, records in flight on a CPU during such a gap
+/// wait it out.
 pub fn stalls(args: &StallsArgs) -> Result<Value> {
     if args.duration <= 0.0 {
         bail!("--duration must be positive");
