@@ -7,7 +7,7 @@ pub mod state;
 pub mod store;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -20,8 +20,10 @@ use crate::shard::messages::Reply as ReplyTo;
 use state::{Effect, Group, GroupState, JoinArgs, JoinResult, Limits, Member, Reply, Saved, SyncResult};
 use store::{Entry, OffsetStore, SavedMember};
 
-/// How often group timers (sessions, join deadlines, offset expiry) are checked.
+/// How often the timers (sessions, join deadlines) of groups that have any are checked.
 const TICK: Duration = Duration::from_millis(10);
+/// How often groups that stayed empty are checked against the offsets retention.
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 /// Longest commit metadata string kept (Kafka's `offset.metadata.max.bytes`).
 const METADATA_BYTES_MAX: usize = 4096;
 
@@ -146,6 +148,12 @@ struct GroupEntry {
 
 pub struct Coordinator {
     groups: RefCell<HashMap<String, GroupEntry>>,
+    /// The groups whose timers can come due (`Group::needs_ticks`): only these are ticked, so
+    /// that groups kept only for their committed offsets cost nothing between expiry checks.
+    /// A group leaves the set at the first tick that finds it idle.
+    ticking: RefCell<HashSet<String>>,
+    /// Wakes the ticker, asleep while no group is ticking, when one starts to.
+    ticker_wake: RefCell<Option<oneshot::Sender<()>>>,
     offsets: RefCell<HashMap<String, BTreeMap<(String, i32), Committed>>>,
     /// This shard's offsets partitions, by partition index.
     stores: HashMap<usize, OffsetStore>,
@@ -181,6 +189,8 @@ impl Coordinator {
         }
         let c = Rc::new(Coordinator {
             groups: RefCell::new(HashMap::new()),
+            ticking: RefCell::new(HashSet::new()),
+            ticker_wake: RefCell::new(None),
             offsets: RefCell::new(HashMap::new()),
             stores,
             partitions_total,
@@ -191,9 +201,28 @@ impl Coordinator {
         for e in entries {
             c.replay(e);
         }
+        let restored: Vec<String> = c
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, e)| e.group.needs_ticks())
+            .map(|(id, _)| id.clone())
+            .collect();
+        restored.iter().for_each(|id| c.watch(id));
         glommio::spawn_local(ticker(Rc::downgrade(&c))).detach();
         glommio::spawn_local(compactor(Rc::downgrade(&c))).detach();
         Ok(c)
+    }
+
+    /// Ticks `group` from now on (until a tick finds it idle), waking the ticker if it slept.
+    fn watch(&self, group: &str) {
+        let mut ticking = self.ticking.borrow_mut();
+        if !ticking.contains(group) {
+            ticking.insert(group.to_string());
+            if let Some(wake) = self.ticker_wake.borrow_mut().take() {
+                let _ = wake.send(());
+            }
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -347,6 +376,13 @@ impl Coordinator {
 
     pub async fn handle(self: &Rc<Self>, call: GroupCall) {
         let now = self.now_ms();
+        if let GroupCall::Join { group, .. }
+        | GroupCall::Sync { group, .. }
+        | GroupCall::Heartbeat { group, .. }
+        | GroupCall::Leave { group, .. } = &call
+        {
+            self.watch(group);
+        }
         match call {
             GroupCall::Join { group, args, reply } => {
                 let rx = {
@@ -665,25 +701,34 @@ impl Coordinator {
         Ok(codes)
     }
 
-    /// Runs group timers, and expires groups that stayed empty past the retention.
+    /// Runs the timers of the groups that have any.
     fn tick(self: &Rc<Self>) {
         let now = self.now_ms();
-        let mut expired = Vec::new();
-        {
-            let mut groups = self.groups.borrow_mut();
-            for (id, entry) in groups.iter_mut() {
-                let effects = entry.group.tick(now);
-                if !effects.is_empty() {
-                    let persist = self.apply(entry, effects);
-                    self.persist_later(id.clone(), persist);
-                }
-                if entry.group.state == GroupState::Empty
-                    && entry.group.empty_since_ms.is_some_and(|t| now.saturating_sub(t) > self.retention_ms)
-                {
-                    expired.push(id.clone());
-                }
+        let mut groups = self.groups.borrow_mut();
+        self.ticking.borrow_mut().retain(|id| {
+            let Some(entry) = groups.get_mut(id) else { return false };
+            let effects = entry.group.tick(now);
+            if !effects.is_empty() {
+                let persist = self.apply(entry, effects);
+                self.persist_later(id.clone(), persist);
             }
-        }
+            entry.group.needs_ticks()
+        });
+    }
+
+    /// Deletes the groups that stayed empty past the offsets retention.
+    fn expire(self: &Rc<Self>) {
+        let now = self.now_ms();
+        let expired: Vec<String> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, e)| {
+                e.group.state == GroupState::Empty
+                    && e.group.empty_since_ms.is_some_and(|t| now.saturating_sub(t) > self.retention_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in expired {
             let me = self.clone();
             glommio::spawn_local(async move {
@@ -713,12 +758,34 @@ async fn compactor(c: std::rc::Weak<Coordinator>) {
     }
 }
 
+/// Ticks the ticking groups every `TICK`, and sleeps while there are none; checks for
+/// expired groups every `EXPIRY_CHECK`.
 async fn ticker(c: std::rc::Weak<Coordinator>) {
+    let mut expiry_checked = Instant::now();
     loop {
-        glommio::timer::sleep(TICK).await;
-        match c.upgrade() {
-            Some(c) => c.tick(),
-            None => return,
+        let idle = {
+            let Some(c) = c.upgrade() else { return };
+            let idle = c.ticking.borrow().is_empty();
+            if idle {
+                let (wake, woken) = oneshot::channel();
+                *c.ticker_wake.borrow_mut() = Some(wake);
+                Some(woken)
+            } else {
+                None
+            }
+        };
+        match idle {
+            Some(woken) => {
+                let until = EXPIRY_CHECK.saturating_sub(expiry_checked.elapsed());
+                let _ = futures::future::select(woken, Box::pin(glommio::timer::sleep(until))).await;
+            }
+            None => glommio::timer::sleep(TICK).await,
+        }
+        let Some(c) = c.upgrade() else { return };
+        c.tick();
+        if expiry_checked.elapsed() >= EXPIRY_CHECK {
+            expiry_checked = Instant::now();
+            c.expire();
         }
     }
 }
