@@ -867,6 +867,28 @@ mod tests {
     }
 
     #[test]
+    fn only_groups_with_members_or_a_join_under_way_need_ticks() {
+        let mut g = Group::new("g", LIMITS, 0);
+        assert!(!g.needs_ticks(), "a group kept only for its committed offsets");
+        let (id, _) = join_new(&mut g, 0);
+        assert!(g.needs_ticks(), "a member joined");
+        g.sync(&id, &None, 1, (None, None), vec![(id.clone(), Bytes::new())], 1);
+        assert_eq!(g.state, GroupState::Stable);
+        assert!(g.needs_ticks(), "its session can expire");
+        let effects = g.tick(10_000);
+        assert!(g.members.is_empty(), "the session expired: {effects:?}");
+        assert_eq!(g.state, GroupState::Empty);
+        assert!(!g.needs_ticks(), "nothing left to time");
+
+        let mut h = Group::new("h", LIMITS, 0);
+        let (_, reply, _) = h.join(args("", None), 0);
+        assert!(matches!(reply, Reply::Now(ref r) if r.error == ResponseError::MemberIdRequired.code()));
+        assert!(h.needs_ticks(), "the member id handed out expires unless used");
+        h.tick(10_000);
+        assert!(!h.needs_ticks(), "it expired");
+    }
+
+    #[test]
     fn second_member_triggers_rebalance_and_both_rejoin() {
         let mut g = Group::new("g", LIMITS, 0);
         let (a, _) = join_new(&mut g, 0);
