@@ -355,33 +355,23 @@ pub fn stalls(args: &StallsArgs) -> Result<Value> {
     let duration = Duration::from_secs_f64(args.duration);
     let threads: Vec<_> =
         cpus.iter().map(|&cpu| std::thread::spawn(move || (cpu, spin_for_stalls(cpu, duration)))).collect();
-    let per_cpu: Vec<Value> = threads
+    let per_cpu: Vec<(usize, Stalls)> = threads
         .into_iter()
         .map(|t| t.join().map_err(|_| anyhow::anyhow!("probe thread panicked")))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
+        .collect::<Result<_>>()?;
+    let mut all = Stalls::default();
+    per_cpu.iter().for_each(|(_, s)| all.add(s));
+    let mut result = all.to_json();
+    result["duration_s"] = json!(args.duration);
+    result["cpus"] = per_cpu
+        .iter()
         .map(|(cpu, s)| {
-            json!({
-                "cpu": cpu,
-                "stalls_over_0_1_ms": s.over_0_1_ms,
-                "stalls_over_1_ms": s.over_1_ms,
-                "stalls_over_3_ms": s.over_3_ms,
-                "stalled_ms": s.stalled.as_secs_f64() * 1000.0,
-                "longest_ms": s.longest.as_secs_f64() * 1000.0,
-            })
+            let mut c = s.to_json();
+            c["cpu"] = json!(cpu);
+            c
         })
         .collect();
-    let count = |key: &str| per_cpu.iter().map(|c| c[key].as_u64().unwrap_or(0)).sum::<u64>();
-    let stalled_ms = per_cpu.iter().map(|c| c["stalled_ms"].as_f64().unwrap_or(0.0)).sum::<f64>();
-    let longest = per_cpu.iter().map(|c| c["longest_ms"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
-    Ok(json!({
-        "duration_s": args.duration,
-        "stalls_over_1_ms": count("stalls_over_1_ms"),
-        "stalls_over_3_ms": count("stalls_over_3_ms"),
-        "stalled_ms": stalled_ms,
-        "longest_ms": longest,
-        "cpus": per_cpu,
-    }))
+    Ok(result)
 }
 
 #[derive(Default)]
@@ -391,6 +381,27 @@ struct Stalls {
     over_3_ms: u64,
     stalled: Duration,
     longest: Duration,
+}
+
+impl Stalls {
+    /// Counts `other`'s stalls too (the longest stays the longest of both).
+    fn add(&mut self, other: &Stalls) {
+        self.over_0_1_ms += other.over_0_1_ms;
+        self.over_1_ms += other.over_1_ms;
+        self.over_3_ms += other.over_3_ms;
+        self.stalled += other.stalled;
+        self.longest = self.longest.max(other.longest);
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "stalls_over_0_1_ms": self.over_0_1_ms,
+            "stalls_over_1_ms": self.over_1_ms,
+            "stalls_over_3_ms": self.over_3_ms,
+            "stalled_ms": self.stalled.as_secs_f64() * 1000.0,
+            "longest_ms": self.longest.as_secs_f64() * 1000.0,
+        })
+    }
 }
 
 fn spin_for_stalls(cpu: usize, duration: Duration) -> Stalls {

@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(slot_of(&buf), Some(0));
         let first = buf.split_to(100 + SMALL_CHUNK_BYTES);
         // The chunk is shared by `first`, so the next frame that does not fit goes to slot 1,
-        // and once both are taken, to a mapping of its own.
+        // and once both are taken, to a chunk from the system allocator.
         fill(&mut buf, &vec![3u8; POOL_CHUNK_BYTES - 10]);
         assert_eq!(slot_of(&buf), Some(1));
         let second = buf.split_to(POOL_CHUNK_BYTES - 10);
