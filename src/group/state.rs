@@ -721,7 +721,6 @@ impl Group {
         }
     }
 
-    /// Time passes: sessions expire, join phases end at their deadline, unused member ids lapse.
     /// Whether any of this group's timers can come due: its members' sessions, the member ids
     /// it handed out, or the deadline (or initial delay) of a join phase under way.
     pub fn needs_ticks(&self) -> bool {
@@ -730,6 +729,7 @@ impl Group {
             || self.state == GroupState::PreparingRebalance
     }
 
+    /// Time passes: sessions expire, join phases end at their deadline, unused member ids lapse.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
         self.pending_members.retain(|_, expires| *expires > now_ms);
