@@ -129,6 +129,18 @@ impl Connection {
         Ok((correlation_id, buf.freeze()))
     }
 
+    /// Replaces the read buffer with one of `bytes` (nothing may be buffered yet). A large one
+    /// lets many small responses arrive in one system call; a consumer's responses are large and
+    /// come one at a time, and a large buffer would only add a copy of each response's first
+    /// `bytes` (the read of its size prefix fills the buffer with them).
+    pub fn set_read_buffer(&mut self, bytes: usize) -> Result<()> {
+        if !self.reader.buffer().is_empty() {
+            bail!("a response is being read");
+        }
+        self.reader = BufReader::with_capacity(bytes, self.stream.try_clone()?);
+        Ok(())
+    }
+
     /// Sends one request and waits for its response (nothing else may be in flight).
     pub fn call<T: Encodable, R: Decodable>(&mut self, key: ApiKey, version: i16, body: &T) -> Result<R> {
         let (correlation_id, frame) = self.encode_request(key, version, body)?;

@@ -1,6 +1,8 @@
 //! Consumers. Each owns one connection and a share of the topic's partitions, and keeps one
-//! fetch in flight, as Kafka's consumers do. Every partition must arrive in order with nothing
-//! missing: each batch must start exactly where the previous one ended and hold as many
+//! fetch in flight, as Kafka's consumers do. As librdkafka's fetcher does, the next fetch goes
+//! out as soon as a response's batch headers say where it ends, and the response's records are
+//! checked while the broker answers that fetch. Every partition must arrive in order with
+//! nothing missing: each batch must start exactly where the previous one ended and hold as many
 //! records as its offsets span, and its CRC must match. In end-to-end mode every value carries
 //! a stamp, whose per-producer, per-partition sequence numbers must also be contiguous; the
 //! latency of a record runs from its intended send time to the moment its fetch response
@@ -20,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::args::ConsumerArgs;
 use crate::batch::{for_each_value, Batches, Stamp};
-use crate::check::{OffsetCheck, SequenceCheck};
+use crate::check::{check_crc, OffsetCheck, SequenceCheck};
 use crate::conn::{decode_response, read_frame, Connection, TopicInfo, Wanted};
 use crate::produce::{pin, AckedEnds};
 use crate::stats::{latency_us, LatencyCell, Stats};
@@ -30,6 +32,9 @@ const FETCH: Wanted = Wanted { key: ApiKey::Fetch, min: 4, max: 16 };
 /// After the producers finish, how long records may take to show up before they count as lost.
 const LOST_AFTER: Duration = Duration::from_secs(10);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The consumer's read buffer: enough for a response's size prefix and header; the records are
+/// read straight into the response's own buffer.
+const READ_BUFFER_BYTES: usize = 16 << 10;
 
 pub struct ConsumerPlan {
     pub id: usize,
@@ -44,7 +49,8 @@ pub struct ConsumerPlan {
 }
 
 pub fn spawn(plan: ConsumerPlan, stats: Arc<Stats>) -> Result<JoinHandle<()>> {
-    let conn = Connection::connect(&plan.topic.leader, &plan.client_id)?;
+    let mut conn = Connection::connect(&plan.topic.leader, &plan.client_id)?;
+    conn.set_read_buffer(READ_BUFFER_BYTES)?;
     let version = conn.version(&FETCH)?;
     conn.stream.set_read_timeout(Some(RESPONSE_TIMEOUT))?;
     conn.stream.set_write_timeout(Some(RESPONSE_TIMEOUT))?;
@@ -103,19 +109,28 @@ impl Consumer<'_> {
 
     fn run(&mut self) -> Result<()> {
         let mut last_progress = std::time::Instant::now();
+        let mut arrived: Option<Arrived> = None;
         loop {
             if self.finished() {
-                return Ok(());
+                return match arrived {
+                    Some(a) => self.check(a),
+                    None => Ok(()),
+                };
             }
             let wanted: Vec<usize> =
                 (0..self.partitions.len()).filter(|&i| !self.partition_done(i)).collect();
-            let consumed = self.fetch(&wanted)?;
-            if consumed > 0 {
+            let correlation_id = self.send_fetch(&wanted)?;
+            if let Some(a) = arrived.take() {
+                self.check(a)?;
+            }
+            let a = self.receive(correlation_id)?;
+            if a.records > 0 {
                 last_progress = std::time::Instant::now();
             } else if self.stats.producers_done.load(Ordering::SeqCst) && last_progress.elapsed() > LOST_AFTER
             {
                 bail!("records are missing: {}", self.missing());
             }
+            arrived = Some(a);
         }
     }
 
@@ -155,8 +170,8 @@ impl Consumer<'_> {
             .join(", ")
     }
 
-    /// One fetch for the given partitions; returns the records it delivered.
-    fn fetch(&mut self, wanted: &[usize]) -> Result<u64> {
+    /// Sends a fetch for the given partitions from where the last response ended.
+    fn send_fetch(&mut self, wanted: &[usize]) -> Result<i32> {
         let partitions = wanted
             .iter()
             .map(|&i| {
@@ -177,13 +192,20 @@ impl Consumer<'_> {
                 .with_partitions(partitions)]);
         let (correlation_id, frame) = self.conn.encode_request(ApiKey::Fetch, self.version, &request)?;
         std::io::Write::write_all(&mut self.conn.stream, &frame).context("writing a fetch request")?;
+        Ok(correlation_id)
+    }
+
+    /// Reads a fetch response and moves each partition past its whole batches, checking from
+    /// their headers that they continue it with nothing missing; the records are checked later
+    /// (`check`).
+    fn receive(&mut self, correlation_id: i32) -> Result<Arrived> {
         let response = read_frame(&mut self.conn.reader).context("waiting for a fetch response")?;
         let now_ns = self.stats.clock.now_ns();
         let response: FetchResponse = decode_response(ApiKey::Fetch, self.version, correlation_id, response)?;
         if let Some(e) = ResponseError::try_from_code(response.error_code) {
             bail!("fetch failed: {e}");
         }
-        let mut consumed = 0;
+        let mut arrived = Arrived { now_ns, records: 0, sets: Vec::new() };
         for topic in response.responses {
             for data in topic.partitions {
                 if let Some(e) = ResponseError::try_from_code(data.error_code) {
@@ -192,31 +214,54 @@ impl Consumer<'_> {
                 let Some(i) = self.partitions.iter().position(|p| p.partition == data.partition_index) else {
                     bail!("fetch response names partition {} it was not asked for", data.partition_index);
                 };
-                if let Some(records) = data.records {
-                    consumed += self.take_batches(i, records, now_ns)?;
+                let Some(records) = data.records else { continue };
+                let mut walk = Batches::new(&records);
+                let mut whole = 0;
+                while let Some((view, _)) = walk.next_batch()? {
+                    self.partitions[i].take(&view)?;
+                    arrived.records += view.records_count as u64;
+                    whole += view.total_bytes;
+                }
+                if whole > 0 {
+                    arrived.sets.push((self.partitions[i].partition, records.slice(..whole)));
                 }
             }
         }
-        Ok(consumed)
+        Ok(arrived)
     }
 
-    /// Checks and counts the whole batches of one partition's records.
-    fn take_batches(&mut self, i: usize, records: Bytes, now_ns: u64) -> Result<u64> {
-        let mut walk = Batches::new(&records);
-        let mut consumed = 0;
-        while let Some((view, batch)) = walk.next_batch()? {
-            self.partitions[i].take(&view, batch, !self.args.no_check_crc)?;
-            let mut payload_bytes = 0;
-            if let Some(sequences) = &mut self.sequences {
-                let partition = self.partitions[i].partition;
-                payload_bytes = stamps(partition, batch, view.codec, now_ns, sequences, &self.cell)?;
+    /// Checks the records of a response's whole batches (CRC, and the stamps in end-to-end
+    /// mode) and counts them.
+    fn check(&mut self, arrived: Arrived) -> Result<()> {
+        let now_ns = arrived.now_ns;
+        for (partition, records) in arrived.sets {
+            let mut walk = Batches::new(&records);
+            while let Some((view, batch)) = walk.next_batch()? {
+                if !self.args.no_check_crc {
+                    check_crc(partition, &view, batch)?;
+                }
+                let mut payload_bytes = 0;
+                if let Some(sequences) = &mut self.sequences {
+                    payload_bytes = stamps(partition, batch, view.codec, now_ns, sequences, &self.cell)?;
+                }
+                self.stats.consumed.add(
+                    view.records_count as u64,
+                    payload_bytes,
+                    view.total_bytes as u64,
+                    now_ns,
+                );
             }
-            let records = view.records_count as u64;
-            self.stats.consumed.add(records, payload_bytes, view.total_bytes as u64, now_ns);
-            consumed += records;
         }
-        Ok(consumed)
+        Ok(())
     }
+}
+
+/// A fetch response whose batch headers have been checked and whose records have not.
+struct Arrived {
+    now_ns: u64,
+    records: u64,
+    /// Each partition's whole batches.
+    sets: Vec<(i32, Bytes)>,
 }
 
 /// Checks the stamped values of one batch and records their end-to-end latency; returns the
