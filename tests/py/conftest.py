@@ -286,6 +286,15 @@ def broker(broker_factory):
     return broker_factory()
 
 
+# Broker settings for tests whose groups should form in well under Kafka's default 3 s.
+# Not 0: kafka-python 3.0.12 subscribes before it has the topic's metadata, so a group that
+# forms at once is assigned nothing and rejoins when the metadata arrives. If that rejoin
+# finishes between two short poll() calls, the client never applies its assignment (its
+# join loop sees no rejoin needed and skips the finished join) and the consumer stays idle.
+# Half a second lets the metadata arrive before the first assignment, as the 3 s does.
+QUICK_GROUPS = {"group.initial.rebalance.delay.ms": "500"}
+
+
 # ------------------------------------------------------------ client helpers
 
 def unique_topic(prefix="t"):

@@ -22,14 +22,12 @@ import time
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from conftest import BIN, unique_topic, wait_until
+from conftest import BIN, QUICK_GROUPS, unique_topic, wait_until
 from segment_file import flip_byte_in_last_batch, read_batches, segment_files
 
 pytestmark = pytest.mark.skipif(shutil.which("kcat") is None,
                                 reason="kcat not installed (scripts/test installs it)")
 
-# Groups form without the 3 s initial rebalance delay: these tests are about the CLI.
-FAST = {"group.initial.rebalance.delay.ms": "0"}
 
 
 def pinion(*args, stdin=None, timeout=60):
@@ -244,7 +242,7 @@ def test_kcat_records_come_out_of_pinion_consume(broker):
 # ------------------------------------------------------------------------ groups
 
 def test_group_lag_and_reset_offsets_with_kafka_python(broker_factory):
-    broker = broker_factory(overrides=FAST)
+    broker = broker_factory(overrides=QUICK_GROUPS)
     topic = unique_topic("cli-lag")
     group = "cli-lag-group"
     ok(broker, "topic", "create", topic, "-p", "2")
@@ -310,7 +308,7 @@ def test_group_lag_and_reset_offsets_with_kafka_python(broker_factory):
 
 
 def test_consume_with_group_commits_at_exit(broker_factory):
-    broker = broker_factory(overrides=FAST)
+    broker = broker_factory(overrides=QUICK_GROUPS)
     topic = unique_topic("cli-group")
     group = "cli-consume-group"
     ok(broker, "topic", "create", topic, "-p", "1")

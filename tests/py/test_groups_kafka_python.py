@@ -10,10 +10,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import NoOffsetForPartitionError
 from kafka.structs import OffsetAndMetadata
 
-from conftest import kp_create_topic, unique_topic, wait_until
+from conftest import QUICK_GROUPS, kp_create_topic, unique_topic, wait_until
 
-# Groups here form without the 3 s initial rebalance delay: these tests are about semantics.
-FAST = {"group.initial.rebalance.delay.ms": "0"}
 
 
 def produce(bootstrap, topic, values, partition=None):
@@ -42,11 +40,7 @@ def drain(c, want, timeout=30.0):
 
 
 def test_same_group_splits_partitions_and_never_duplicates(broker_factory):
-    # A short initial delay, not none: with none, the first JoinGroup can complete before the
-    # leader's first metadata answer, the leader then assigns nothing ("No partition metadata")
-    # and kafka-python 3.0.12 can stall in the rejoin that follows (its join task never
-    # completes, heartbeats stop). Kafka's own default is 3 s.
-    b = broker_factory(overrides={"group.initial.rebalance.delay.ms": "500"})
+    b = broker_factory(overrides=QUICK_GROUPS)
     topic = kp_create_topic(b.bootstrap, unique_topic("split"), partitions=6)
     values = [str(i).encode() for i in range(1200)]
     produce(b.bootstrap, topic, values)
@@ -86,7 +80,7 @@ def test_same_group_splits_partitions_and_never_duplicates(broker_factory):
 
 
 def test_different_groups_each_get_every_record(broker_factory):
-    b = broker_factory(overrides=FAST)
+    b = broker_factory(overrides=QUICK_GROUPS)
     topic = kp_create_topic(b.bootstrap, unique_topic("fanout"), partitions=3)
     values = [f"m{i}".encode() for i in range(300)]
     produce(b.bootstrap, topic, values)
@@ -98,7 +92,7 @@ def test_different_groups_each_get_every_record(broker_factory):
 
 
 def test_auto_offset_reset_earliest_latest_and_none(broker_factory):
-    b = broker_factory(overrides=FAST)
+    b = broker_factory(overrides=QUICK_GROUPS)
     topic = kp_create_topic(b.bootstrap, unique_topic("reset"), partitions=1)
     produce(b.bootstrap, topic, [b"old-1", b"old-2"])
 
@@ -123,7 +117,7 @@ def test_auto_offset_reset_earliest_latest_and_none(broker_factory):
 
 
 def test_manual_commit_resumes_after_consumer_restart_and_broker_kill9(broker_factory):
-    b = broker_factory(overrides=FAST)
+    b = broker_factory(overrides=QUICK_GROUPS)
     topic = kp_create_topic(b.bootstrap, unique_topic("resume"), partitions=2)
     values = [str(i).encode() for i in range(100)]
     produce(b.bootstrap, topic, values[:60])
@@ -148,7 +142,7 @@ def test_manual_commit_resumes_after_consumer_restart_and_broker_kill9(broker_fa
 
 
 def test_commit_metadata_round_trips(broker_factory):
-    b = broker_factory(overrides=FAST)
+    b = broker_factory(overrides=QUICK_GROUPS)
     topic = kp_create_topic(b.bootstrap, unique_topic("meta"), partitions=1)
     produce(b.bootstrap, topic, [b"x"] * 5)
     c = consumer(b.bootstrap, topic, "meta-group")
@@ -178,7 +172,7 @@ def list_offsets(admin, group):
 def test_admin_list_describe_offsets_and_delete_groups(broker_factory):
     from kafka import KafkaAdminClient
 
-    b = broker_factory(overrides=FAST)
+    b = broker_factory(overrides=QUICK_GROUPS)
     topic = kp_create_topic(b.bootstrap, unique_topic("admin"), partitions=2)
     produce(b.bootstrap, topic, [b"v"] * 10, partition=0)
     c = consumer(b.bootstrap, topic, "admin-group")
@@ -228,7 +222,7 @@ def test_offsets_log_is_compacted_and_keeps_the_latest_commits(broker_factory):
     import glob
     import os
 
-    b = broker_factory(overrides={**FAST, "offsets.topic.segment.bytes": "20000",
+    b = broker_factory(overrides={**QUICK_GROUPS, "offsets.topic.segment.bytes": "20000",
                                   "offsets.topic.num.partitions": "1"})
     topic = kp_create_topic(b.bootstrap, unique_topic("compact"), partitions=2)
     produce(b.bootstrap, topic, [b"x"] * 10)
