@@ -29,7 +29,6 @@ pytestmark = pytest.mark.skipif(shutil.which("kcat") is None,
                                 reason="kcat not installed (scripts/test installs it)")
 
 
-
 def pinion(*args, stdin=None, timeout=60):
     """Runs the CLI; returns the CompletedProcess (bytes)."""
     return subprocess.run([str(BIN), *args], input=stdin, capture_output=True, timeout=timeout)

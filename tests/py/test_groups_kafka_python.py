@@ -13,7 +13,6 @@ from kafka.structs import OffsetAndMetadata
 from conftest import QUICK_GROUPS, kp_create_topic, unique_topic, wait_until
 
 
-
 def produce(bootstrap, topic, values, partition=None):
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for v in values:
