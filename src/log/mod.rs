@@ -67,6 +67,17 @@ pub struct PartitionLog {
     durable_write_bytes: Cell<u64>,
 }
 
+/// Whether a seal makes a segment's index files durable.
+#[derive(Clone, Copy)]
+enum IndexFiles {
+    /// Written new, synced, renamed into place, directory synced: a sealed segment's index is
+    /// trusted at the next start.
+    Synced,
+    /// Written in place: for the active segment at a clean shutdown, whose index is rebuilt
+    /// by the scan at the next start.
+    Unsynced,
+}
+
 /// What recovery did to a partition, for the start-up log line.
 #[derive(Debug, Default)]
 pub struct RecoveryReport {
@@ -444,7 +455,7 @@ impl PartitionLog {
     /// Seals the active segment and starts a new one at `base_offset`.
     async fn roll(&self, base_offset: i64) -> Result<(), LogError> {
         let active = self.active();
-        self.seal(&active).await?;
+        self.seal(&active, IndexFiles::Synced).await?;
         let next = Segment::create(&self.dir, base_offset.max(active.next_offset.get())).await?;
         self.segments.borrow_mut().push(Rc::new(next));
         self.tail.borrow_mut().clear();
@@ -453,8 +464,8 @@ impl PartitionLog {
     }
 
     /// Makes a segment final: data synced, file cut to its exact size (dropping the padding of
-    /// the last block), index files written and synced.
-    async fn seal(&self, seg: &Segment) -> Result<(), LogError> {
+    /// the last block), index files written (and synced, if asked).
+    async fn seal(&self, seg: &Segment, index_files: IndexFiles) -> Result<(), LogError> {
         seg.zeros_landed().await;
         seg.close_durable_file().await;
         let size = seg.size_bytes.get();
@@ -467,16 +478,32 @@ impl PartitionLog {
         };
         let (dir, base) = (self.dir.clone(), seg.base_offset);
         off_reactor(move || {
-            write_synced(&dir.join(segment::file_name(base, "index")), &offsets)?;
-            write_synced(&dir.join(segment::file_name(base, "timeindex")), &times)
+            let (index, timeindex) = (
+                dir.join(segment::file_name(base, "index")),
+                dir.join(segment::file_name(base, "timeindex")),
+            );
+            match index_files {
+                IndexFiles::Synced => {
+                    write_synced(&index, &offsets).and_then(|()| write_synced(&timeindex, &times))
+                }
+                IndexFiles::Unsynced => {
+                    let write = |path: &Path, data: &[u8]| {
+                        std::fs::write(path, data).map_err(|e| LogError::io("write", path, e))
+                    };
+                    write(&index, &offsets).and_then(|()| write(&timeindex, &times))
+                }
+            }
         })
         .await
     }
 
-    /// Clean shutdown: the active segment is sealed like a rolled one.
+    /// Clean shutdown: the active segment is sealed like a rolled one, except that its index
+    /// files are not synced. Nothing relies on them: the next start scans the active segment
+    /// whatever they hold, and its next seal rewrites them. Their four syncs were most of the
+    /// time a shard with many partitions took to stop.
     pub async fn close(&self) -> Result<(), LogError> {
         let active = self.active();
-        self.seal(&active).await
+        self.seal(&active, IndexFiles::Unsynced).await
     }
 
     /// Finds the segment holding `offset` and reads batches from it (see
