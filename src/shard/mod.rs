@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use futures::channel::oneshot;
 use futures::future::select;
+use futures::StreamExt;
 
 use crate::buffers::ChunkBuf;
 use crate::group::{Coordinator, GroupCall};
@@ -244,13 +245,20 @@ impl Shard {
             c.close().await;
         }
         let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
-        for p in partitions {
-            if let Err(e) = p.close().await {
-                eprintln!("pinion: closing {}: {e}", p.tp);
-            }
-        }
+        // Each close waits on a few syncs of its own; overlapping them keeps a shard with
+        // thousands of partitions from taking thousands of sync round trips to stop.
+        futures::stream::iter(partitions)
+            .for_each_concurrent(CLOSING_AT_ONCE, |p| async move {
+                if let Err(e) = p.close().await {
+                    eprintln!("pinion: closing {}: {e}", p.tp);
+                }
+            })
+            .await;
     }
 }
+
+/// How many partitions a stopping shard closes at once.
+const CLOSING_AT_ONCE: usize = 64;
 
 /// How often each partition's retention is checked (Kafka: log.retention.check.interval.ms).
 const RETENTION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
