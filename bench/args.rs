@@ -33,6 +33,9 @@ pub enum Mode {
     Durable(DurableArgs),
     /// Machine limit: TCP bandwidth between two threads over 127.0.0.1.
     Loopback(LoopbackArgs),
+    /// Machine limit: latency of request/response round trips over 127.0.0.1 at a fixed rate,
+    /// to an echo thread that does no work: TCP and thread wake-ups alone.
+    RoundTrip(RoundTripArgs),
     /// Machine limit: how often, and for how long, the CPUs are taken away from a running
     /// thread (by the hypervisor on a VM, or by interrupts), with a thread spinning on each.
     Stalls(StallsArgs),
@@ -246,6 +249,31 @@ pub struct LoopbackArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub chunk_bytes: usize,
     /// CPUs for the sender and the receiver thread, e.g. `0,1`.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RoundTripArgs {
+    /// Requests per second.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Bytes of each request (the default is about a produce request carrying one 1 KiB record).
+    #[arg(long, default_value_t = 1200)]
+    pub request_bytes: usize,
+    /// Bytes of each response (about a produce response for one partition).
+    #[arg(long, default_value_t = 64)]
+    pub response_bytes: usize,
+    /// CPU for the echo thread (where the broker would run).
+    #[arg(long)]
+    pub server_cpu: Option<usize>,
+    /// CPUs for the client's writer and reader threads, e.g. `1` (as the generator's `--cpus`).
     #[arg(long)]
     pub cpus: Option<String>,
     /// Print the result as JSON.

@@ -73,6 +73,10 @@ fn run(mode: Mode) -> Result<bool> {
             show(&probe::loopback(&a)?, a.json, probe::print_loopback);
             Ok(true)
         }
+        Mode::RoundTrip(a) => {
+            show(&probe::round_trip(&a)?, a.json, probe::print_round_trip);
+            Ok(true)
+        }
         Mode::Stalls(a) => {
             show(&probe::stalls(&a)?, a.json, probe::print_stalls);
             Ok(true)

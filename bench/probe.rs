@@ -1,8 +1,8 @@
 //! Probes of the machine's own limits, to set the broker's figures against: sequential direct-I/O
 //! write and read bandwidth of a directory's disk, the latency of the smallest durable write
 //! (rewrite one 4 KiB block + fdatasync, the floor under an acks=all produce), durable writes of
-//! a given shape at a fixed rate, TCP bandwidth over loopback between two threads, and the stalls
-//! of the CPUs themselves.
+//! a given shape at a fixed rate, TCP bandwidth and round trips over loopback between threads,
+//! and the stalls of the CPUs themselves.
 
 use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::args::{parse_cpu_list, DiskArgs, DurableArgs, LoopbackArgs, StallsArgs};
-use crate::produce::pin;
+use crate::args::{parse_cpu_list, DiskArgs, DurableArgs, LoopbackArgs, RoundTripArgs, StallsArgs};
+use crate::produce::{pin, set_timer_slack_ns};
 use crate::stats::{latency_us, new_histogram};
 
 /// Direct I/O needs buffers, offsets and sizes aligned to the logical block size; 4 KiB covers
@@ -337,6 +337,110 @@ fn loopback_once(args: &LoopbackArgs) -> Result<Value> {
     }))
 }
 
+/// Round trips at a fixed rate over loopback TCP, to an echo thread that answers each request as
+/// soon as it has read it: the floor under a produce's latency at that rate with no broker work
+/// at all (no parsing, no disk), only TCP, the threads' wake-ups and the CPUs' own stalls. The
+/// client is shaped as the generator's producer: a writer thread sends each request at its due
+/// time (at once if it is behind) and a reader thread takes the responses; latency runs from the
+/// due time, so a stall delays every request due during it.
+pub fn round_trip(args: &RoundTripArgs) -> Result<Value> {
+    if args.rate <= 0.0 || args.duration <= 0.0 || args.request_bytes == 0 || args.response_bytes == 0 {
+        bail!("--rate, --duration, --request-bytes and --response-bytes must be positive");
+    }
+    let client_cpus = match &args.cpus {
+        Some(list) => parse_cpu_list(list).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let (writer_cpu, reader_cpu) =
+        (client_cpus.first().copied(), client_cpus.get(1).or(client_cpus.first()).copied());
+    let requests = (args.rate * args.duration).ceil().max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let (server_cpu, request_bytes, response_bytes) =
+        (args.server_cpu, args.request_bytes, args.response_bytes);
+    let server = std::thread::spawn(move || -> Result<()> {
+        pin(server_cpu);
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut request = vec![0u8; request_bytes];
+        let response = vec![b'r'; response_bytes];
+        loop {
+            match stream.read_exact(&mut request) {
+                Ok(()) => stream.write_all(&response)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    });
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut replies = stream.try_clone()?;
+    let start = Instant::now() + Duration::from_millis(10);
+    let reader = std::thread::spawn(move || -> Result<hdrhistogram::Histogram<u64>> {
+        pin(reader_cpu);
+        let mut hist = new_histogram();
+        let mut response = vec![0u8; response_bytes];
+        for n in 0..requests {
+            replies.read_exact(&mut response).context("reading a response")?;
+            let due = start + interval.mul_f64(n as f64);
+            hist.record((due.elapsed().as_micros() as u64).clamp(1, hist.high())).expect("in range");
+        }
+        Ok(hist)
+    });
+    pin(writer_cpu);
+    set_timer_slack_ns(1);
+    let request = vec![b'q'; request_bytes];
+    let mut behind = Duration::ZERO;
+    let mut sent = Ok(());
+    for n in 0..requests {
+        let due = start + interval.mul_f64(n as f64);
+        let now = Instant::now();
+        if now < due {
+            std::thread::sleep(due - now);
+        } else {
+            behind = behind.max(now - due);
+        }
+        sent = stream.write_all(&request);
+        if sent.is_err() {
+            break;
+        }
+    }
+    let hist = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"));
+    drop(stream);
+    server.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    sent.context("sending a request")?;
+    let hist = hist??;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(json!({
+        "rate": args.rate,
+        "requests": hist.len(),
+        "request_bytes": request_bytes,
+        "response_bytes": response_bytes,
+        "latency_ms": {
+            "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "p99_99": ms(0.9999),
+            "max": hist.max() as f64 / 1000.0,
+        },
+        "most_behind_schedule_ms": behind.as_secs_f64() * 1000.0,
+    }))
+}
+
+pub fn print_round_trip(v: &Value) {
+    let l = &v["latency_ms"];
+    println!(
+        "loopback round trips: {} of {} B -> {} B at {}/s: p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
+        v["requests"],
+        v["request_bytes"],
+        v["response_bytes"],
+        v["rate"],
+        l["p50"].as_f64().unwrap_or(0.0),
+        l["p99"].as_f64().unwrap_or(0.0),
+        l["p99_9"].as_f64().unwrap_or(0.0),
+        l["max"].as_f64().unwrap_or(0.0),
+        v["most_behind_schedule_ms"].as_f64().unwrap_or(0.0),
+    );
+}
+
 /// Gaps between two clock reads longer than this count as a stall.
 const STALL_MIN: Duration = Duration::from_micros(100);
 
@@ -437,5 +541,36 @@ pub fn print_stalls(v: &Value) {
             c["stalled_ms"].as_f64().unwrap_or(0.0),
             c["longest_ms"].as_f64().unwrap_or(0.0),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip_args(rate: f64, duration: f64) -> RoundTripArgs {
+        RoundTripArgs {
+            rate,
+            duration,
+            request_bytes: 1200,
+            response_bytes: 64,
+            server_cpu: None,
+            cpus: None,
+            json: true,
+        }
+    }
+
+    #[test]
+    fn round_trip_answers_every_request() {
+        let v = round_trip(&round_trip_args(2000.0, 0.25)).expect("probe runs");
+        assert_eq!(v["requests"], 500);
+        let l = &v["latency_ms"];
+        let (p50, max) = (l["p50"].as_f64().unwrap(), l["max"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= max, "p50 {p50} ms, max {max} ms");
+    }
+
+    #[test]
+    fn round_trip_refuses_a_zero_rate() {
+        assert!(round_trip(&round_trip_args(0.0, 1.0)).is_err());
     }
 }

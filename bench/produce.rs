@@ -559,7 +559,7 @@ fn payload(len: usize, seed: u32) -> Vec<u8> {
 
 /// Lets this thread's sleeps end on time: the default 50 µs timer slack would add to every
 /// fixed-rate send.
-fn set_timer_slack_ns(ns: u64) {
+pub fn set_timer_slack_ns(ns: u64) {
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only the calling thread.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0);

@@ -127,6 +127,14 @@ def build_table(r: dict) -> Table:
         floor_name, floor = "4 KiB fsync", fsync
     t.latency("produce p99, 10,000 rec/s acks=all linger 0", lat["p99"], f"{floor_name} p99", floor["p99"], 1)
     t.latency("produce p99.9, same run", lat["p99_9"], f"{floor_name} p99.9", floor["p99_9"], 3)
+    # The other part of that step's floor: request/response round trips at the same rate to an
+    # echo thread on the broker's CPU, TCP and wake-ups alone (the `round-trip` probe).
+    rtt = r.get("round_trip_10k")
+    if rtt:
+        rl = rtt["latency_ms"]
+        t.plain("TCP round trip at 10,000/s, no broker, p99", rl["p99"], "ms",
+                "loopback, to an echo thread on the broker's CPU")
+        t.plain("TCP round trip, same probe, p99.9", rl["p99_9"], "ms")
     for stalls, run, step in [("stalls_10k", "lat_10k", "10,000 rec/s"), ("stalls_e2e", "e2e_half_peak", "e2e")]:
         if stalls in r:
             st = r[stalls]
