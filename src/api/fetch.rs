@@ -3,6 +3,7 @@
 //! stored batches as they are (see `protocol::fetch_response`).
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::select_all;
@@ -39,17 +40,19 @@ pub async fn handle(router: &Rc<Router>, correlation_id: i32, version: i16, req:
         } else {
             Some(topic.topic.to_string())
         };
+        // One shared name for all of the topic's partitions, not one allocation each.
+        let shared: Option<Arc<str>> = name.as_deref().map(Arc::from);
         topics.push(TopicOut {
-            name: name.clone().unwrap_or_default(),
+            name: name.unwrap_or_default(),
             topic_id: topic.topic_id,
             partitions: Vec::with_capacity(topic.partitions.len()),
         });
         for p in topic.partitions {
-            let shard = name.as_deref().and_then(|n| router.shard_of(n, p.partition));
-            match (name.as_deref(), shard) {
+            let shard = shared.as_deref().and_then(|n| router.shard_of(n, p.partition));
+            match (&shared, shard) {
                 (Some(n), Some(shard)) => wanted.push(Wanted {
                     topic: ti,
-                    tp: TopicPartition::new(n, p.partition),
+                    tp: TopicPartition::new(n.clone(), p.partition),
                     shard,
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
