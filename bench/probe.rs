@@ -230,18 +230,23 @@ fn durable_writer(
     let mut hist = new_histogram();
     let mut behind = Duration::ZERO;
     for n in 0..writes {
-        let due = first + interval.mul_f64(n as f64);
-        let now = Instant::now();
-        if now < due {
-            std::thread::sleep(due - now);
-        } else {
-            behind = behind.max(now - due);
-        }
+        wait_until(first + interval.mul_f64(n as f64), &mut behind);
         let issued = Instant::now();
         file.write_all_at(buf.as_mut_slice(), n * io_bytes as u64).context("durable write")?;
         hist.record((issued.elapsed().as_micros() as u64).clamp(1, hist.high())).expect("in range");
     }
     Ok((hist, behind))
+}
+
+/// Sleeps until `due`; when it has passed already, keeps in `behind` the furthest behind
+/// schedule a fixed-rate probe has been.
+fn wait_until(due: Instant, behind: &mut Duration) {
+    let now = Instant::now();
+    if now < due {
+        std::thread::sleep(due - now);
+    } else {
+        *behind = (*behind).max(now - due);
+    }
 }
 
 /// Makes `path` a fresh file of `len` bytes of zeros (rounded up to whole MiB), written with
@@ -394,13 +399,7 @@ pub fn round_trip(args: &RoundTripArgs) -> Result<Value> {
     let mut behind = Duration::ZERO;
     let mut sent = Ok(());
     for n in 0..requests {
-        let due = start + interval.mul_f64(n as f64);
-        let now = Instant::now();
-        if now < due {
-            std::thread::sleep(due - now);
-        } else {
-            behind = behind.max(now - due);
-        }
+        wait_until(start + interval.mul_f64(n as f64), &mut behind);
         sent = stream.write_all(&request);
         if sent.is_err() {
             break;
