@@ -117,7 +117,7 @@ struct Chunk {
 enum Source {
     /// A slot of a pool, given back when the chunk is dropped.
     Pool(&'static Pool, usize),
-    /// The system allocator, which keeps freed memory for the next chunk: small chunks, and
+    /// The system allocator: small chunks (kept for reuse once dropped, `SMALL_KEPT`), and
     /// large ones when the pool has none.
     Heap,
 }
@@ -128,10 +128,57 @@ enum Source {
 unsafe impl Send for Chunk {}
 unsafe impl Sync for Chunk {}
 
+/// Most small chunks kept for reuse once dropped (4 MiB of them).
+const SMALL_KEPT_MAX: usize = 64;
+
+/// Small chunks dropped and kept for the next buffer that needs one, each with how many of its
+/// bytes hold values. Handed back to the system allocator, their memory is not reused for the
+/// next small chunk: small allocations that live as long as the cache keeps a batch settle in
+/// it, and each new chunk then faults in fresh pages. Measured at 10,000 records/s of small
+/// batches: about 3,000 page faults a second, and resident memory growing by about the fetch
+/// cache's budget before it levelled off.
+static SMALL_KEPT: Kept = Kept::new(SMALL_KEPT_MAX);
+
+/// Chunks kept for reuse: their addresses and how many of their bytes hold values.
+struct Kept {
+    max: usize,
+    chunks: Mutex<Vec<(usize, usize)>>,
+}
+
+impl Kept {
+    const fn new(max: usize) -> Kept {
+        Kept { max, chunks: Mutex::new(Vec::new()) }
+    }
+
+    /// Keeps a chunk unless `max` are kept already; false if it was not kept.
+    fn keep(&self, ptr: NonNull<u8>, initialized: usize) -> bool {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        let room = chunks.len() < self.max;
+        if room {
+            chunks.push((ptr.as_ptr() as usize, initialized));
+        }
+        room
+    }
+
+    fn take(&self) -> Option<(NonNull<u8>, usize)> {
+        let (addr, initialized) = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        Some((NonNull::new(addr as *mut u8)?, initialized))
+    }
+}
+
 impl Chunk {
-    /// A small chunk from the system allocator, to start a buffer with.
+    /// A small chunk to start a buffer with: one kept from before, or a new one from the system
+    /// allocator.
     fn small() -> Chunk {
-        Chunk::heap(SMALL_CHUNK_BYTES)
+        match SMALL_KEPT.take() {
+            Some((ptr, initialized)) => Chunk {
+                ptr,
+                capacity: SMALL_CHUNK_BYTES,
+                source: Source::Heap,
+                initialized: AtomicUsize::new(initialized),
+            },
+            None => Chunk::heap(SMALL_CHUNK_BYTES),
+        }
     }
 
     /// A chunk of at least `bytes` for a buffer that has filled one already: from `pool` when
@@ -183,10 +230,13 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         match self.source {
             Source::Pool(pool, slot) => pool.give_back(slot),
-            // SAFETY: allocated in `Chunk::heap` with this layout; no piece refers to it.
-            Source::Heap => unsafe {
-                std::alloc::dealloc(self.ptr.as_ptr(), Self::heap_layout(self.capacity))
-            },
+            Source::Heap => {
+                if self.capacity == SMALL_CHUNK_BYTES && SMALL_KEPT.keep(self.ptr, self.initialized()) {
+                    return;
+                }
+                // SAFETY: allocated in `Chunk::heap` with this layout; no piece refers to it.
+                unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::heap_layout(self.capacity)) }
+            }
         }
     }
 }
@@ -379,6 +429,22 @@ impl ChunkBuf {
 mod tests {
     use super::*;
 
+    #[test]
+    fn kept_chunks_come_back_with_their_values_up_to_the_limit() {
+        let kept = Kept::new(2);
+        let (a, b, c) = (
+            NonNull::<u8>::dangling(),
+            NonNull::new(8 as *mut u8).unwrap(),
+            NonNull::new(16 as *mut u8).unwrap(),
+        );
+        assert!(kept.keep(a, 100));
+        assert!(kept.keep(b, 0));
+        assert!(!kept.keep(c, 5), "a third chunk goes back to the allocator");
+        assert_eq!(kept.take(), Some((b, 0)));
+        assert_eq!(kept.take(), Some((a, 100)));
+        assert_eq!(kept.take(), None);
+    }
+
     fn slot_of(buf: &ChunkBuf) -> Option<usize> {
         match buf.chunk.source {
             Source::Pool(_, slot) => Some(slot),
@@ -510,6 +576,8 @@ mod tests {
     #[test]
     fn memory_of_the_system_allocator_is_zeroed_only_where_lent_before_it_is_written() {
         let mut buf = ChunkBuf::new(None, false);
+        // A fresh one, not a small chunk kept from an earlier buffer (whose bytes hold values).
+        buf.chunk = Arc::new(Chunk::heap(SMALL_CHUNK_BYTES));
         assert_eq!(buf.chunk.initialized(), 0);
         // Written through the pointer (as recv does), then counted.
         // SAFETY: 3 bytes of room past the filled ones.
