@@ -262,21 +262,30 @@ fn fill_with_zeros(path: &Path, len: u64) -> Result<()> {
 }
 
 pub fn print_durable(v: &Value) {
-    let l = &v["latency_ms"];
     println!(
-        "disk {}: O_DSYNC {} of {} B to {} files at {:.0} MB/s (asked {:.0}): p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
+        "disk {}: O_DSYNC {} of {} B to {} files at {:.0} MB/s (asked {:.0}): {}",
         v["dir"].as_str().unwrap_or(""),
         if v["overwrite"].as_bool().unwrap_or(false) { "overwrites" } else { "appends" },
         v["io_bytes"],
         v["files"],
         v["mb_per_s"].as_f64().unwrap_or(0.0),
         v["target_mb_per_s"].as_f64().unwrap_or(0.0),
-        l["p50"].as_f64().unwrap_or(0.0),
-        l["p99"].as_f64().unwrap_or(0.0),
-        l["p99_9"].as_f64().unwrap_or(0.0),
-        l["max"].as_f64().unwrap_or(0.0),
-        v["most_behind_schedule_ms"].as_f64().unwrap_or(0.0),
+        schedule_latency(v),
     );
+}
+
+/// A fixed-rate probe's latency percentiles and how far behind its schedule it fell, in words.
+fn schedule_latency(v: &Value) -> String {
+    let l = &v["latency_ms"];
+    let ms = |key: &str| l[key].as_f64().unwrap_or(0.0);
+    format!(
+        "p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
+        ms("p50"),
+        ms("p99"),
+        ms("p99_9"),
+        ms("max"),
+        v["most_behind_schedule_ms"].as_f64().unwrap_or(0.0),
+    )
 }
 
 pub fn print_loopback(v: &Value) {
@@ -425,18 +434,13 @@ pub fn round_trip(args: &RoundTripArgs) -> Result<Value> {
 }
 
 pub fn print_round_trip(v: &Value) {
-    let l = &v["latency_ms"];
     println!(
-        "loopback round trips: {} of {} B -> {} B at {}/s: p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; at most {:.1} ms behind schedule",
+        "loopback round trips: {} of {} B -> {} B at {}/s: {}",
         v["requests"],
         v["request_bytes"],
         v["response_bytes"],
         v["rate"],
-        l["p50"].as_f64().unwrap_or(0.0),
-        l["p99"].as_f64().unwrap_or(0.0),
-        l["p99_9"].as_f64().unwrap_or(0.0),
-        l["max"].as_f64().unwrap_or(0.0),
-        v["most_behind_schedule_ms"].as_f64().unwrap_or(0.0),
+        schedule_latency(v),
     );
 }
 
