@@ -90,6 +90,7 @@ fn serve(config: ServeConfig) -> Result<(), String> {
             data_dir: config.data_dir.clone(),
             cache_bytes: config.fetch_cache_bytes,
             zero_ahead_bytes: config.zero_ahead_bytes,
+            io_memory_bytes: config.io_memory_bytes,
         };
         // A shard pinned to the router's CPU runs inside the router's executor (shard::link).
         if cpu.is_some() && *cpu == router_cpu {

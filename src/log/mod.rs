@@ -5,6 +5,7 @@
 //! read side at any time. No borrow of the log is held across an await.
 
 pub mod index;
+pub mod read_buf;
 pub mod segment;
 
 use std::cell::{Cell, RefCell};

@@ -5,16 +5,21 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::sync::Semaphore;
 
 use super::index::SegmentIndex;
+use super::read_buf;
 use super::LogError;
 use crate::protocol::batch;
 
 /// Bytes read per step when scanning a segment at start-up.
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+/// Reads at least this large are trimmed to their allocator block (`Segment::fit_block`); the
+/// alignment unit they may lose is then a small part of them.
+const FIT_BLOCK_MIN_BYTES: usize = 64 << 10;
 
 pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -207,6 +212,18 @@ impl Segment {
         read_file(&self.file, &self.path, position, len).await
     }
 
+    /// Trims a large read of `len` bytes at `position` so that, aligned, it still fits the
+    /// power-of-two block the I/O memory's allocator gives for `len`: a read of 1 MiB that starts
+    /// mid-block would otherwise take 2 MiB. It loses less than one alignment unit.
+    fn fit_block(&self, position: u64, len: usize) -> usize {
+        if len < FIT_BLOCK_MIN_BYTES {
+            return len;
+        }
+        let block = (len as u64).next_power_of_two();
+        let end = (self.file.align_down(position) + block).min(position + len as u64);
+        (end - position) as usize
+    }
+
     /// Reads the batches from `position` on: all whose last offset is at least `offset`, up to
     /// `max_bytes` (but always the first one whole), stopping before `end_offset`.
     pub async fn read_batches(
@@ -216,7 +233,7 @@ impl Segment {
         max_bytes: usize,
         end_offset: i64,
     ) -> Result<Option<Bytes>, LogError> {
-        let mut want = max_bytes.max(batch::HEADER_BYTES);
+        let mut want = self.fit_block(position, max_bytes.max(batch::HEADER_BYTES));
         loop {
             let buf = self.read(position, want).await?;
             if buf.is_empty() {
@@ -341,11 +358,10 @@ impl Segment {
 }
 
 async fn read_file(file: &DmaFile, path: &Path, position: u64, len: usize) -> Result<Bytes, LogError> {
+    read_buf::release_returned();
+    let aligned = file.align_up(position + len as u64) - file.align_down(position);
     let data = file.read_at(position, len).await.map_err(|e| LogError::io("read", path, e))?;
-    // The one copy between disk and socket: glommio's buffer cannot leave this core.
-    let mut out = BytesMut::with_capacity(data.len());
-    out.extend_from_slice(&data);
-    Ok(out.freeze())
+    Ok(read_buf::into_bytes(data, read_buf::charge_for(aligned)))
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ impl Shard {
     pub async fn run(self: Rc<Self>, requests: Inbox) {
         glommio::spawn_local(retention_loop(Rc::downgrade(&self))).detach();
         while let Some(request) = requests.recv().await {
+            // Disk reads the router has finished sending, if it runs on another thread.
+            crate::log::read_buf::release_returned();
             match request {
                 ShardRequest::Produce { acks, items, reply } => self.produce(acks, items, reply),
                 ShardRequest::Shutdown { reply } => {
@@ -301,10 +303,13 @@ pub struct Storage {
     pub cache_bytes: usize,
     /// See `PartitionLog::set_zero_ahead`.
     pub zero_ahead_bytes: u64,
+    /// The executor's I/O memory; disk reads out on loan may hold half of it (`log::read_buf`).
+    pub io_memory_bytes: usize,
 }
 
 /// Serves one shard on the calling executor: its own, or the router's (`main` decides).
 pub async fn serve(_id: ShardId, storage: Storage, requests: Inbox) {
+    crate::log::read_buf::set_budget(storage.io_memory_bytes / 2);
     let shard = Shard::new(storage);
     shard.run(requests).await;
 }
