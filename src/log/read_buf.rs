@@ -271,6 +271,23 @@ mod tests {
     }
 
     #[test]
+    fn reads_still_queued_when_their_thread_ends_are_released_then() {
+        let (_dir, path) = data_file(16 << 10);
+        let returns = on_executor(async move || {
+            let file = DmaFile::open(&path).await.unwrap();
+            let bytes = read(&file, 0, 10_000).await;
+            std::thread::spawn(move || drop(bytes)).join().unwrap();
+            let returns = HOME.with(|h| h.returns.clone());
+            assert_eq!(returns.queue.lock().unwrap().reads.len(), 1);
+            returns
+        });
+        let queue = returns.queue.lock().unwrap();
+        assert!(queue.closed, "the thread's end closes its queue");
+        assert!(queue.reads.is_empty(), "and releases what was queued");
+        assert_eq!(returns.held.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn a_read_outliving_its_thread_stays_readable_and_is_left_alone() {
         let (_dir, path) = data_file(16 << 10);
         let bytes = on_executor(async move || {
