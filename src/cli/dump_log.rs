@@ -555,9 +555,7 @@ mod tests {
 
     /// A segment path in a fresh directory under target/ (a disk, like the broker's data).
     fn scratch() -> (tempfile::TempDir, PathBuf) {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&root).unwrap();
-        let dir = tempfile::Builder::new().prefix("dump-log-test-").tempdir_in(root).unwrap();
+        let dir = crate::log::tests::test_dir();
         let path = dir.path().join("00000000000000000000.log");
         (dir, path)
     }

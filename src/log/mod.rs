@@ -673,4 +673,4 @@ pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

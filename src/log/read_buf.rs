@@ -193,13 +193,11 @@ mod tests {
     use glommio::io::DmaFile;
 
     use super::*;
+    use crate::log::tests::{run as on_executor, test_dir};
 
-    /// A file of `len` bytes, each its position modulo 251, in a directory under `target/`
-    /// (direct I/O needs a disk filesystem).
+    /// A file of `len` bytes, each its position modulo 251, in a fresh test directory.
     fn data_file(len: usize) -> (tempfile::TempDir, PathBuf) {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
-        std::fs::create_dir_all(&root).unwrap();
-        let dir = tempfile::Builder::new().prefix("read-buf-test-").tempdir_in(root).unwrap();
+        let dir = test_dir();
         let path = dir.path().join("data");
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, bytes).unwrap();
@@ -217,18 +215,10 @@ mod tests {
         into_bytes(data, charge_for(aligned))
     }
 
-    fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(move || async move { f().await })
-            .unwrap()
-            .join()
-            .unwrap()
-    }
-
     #[test]
     fn reads_are_lent_within_the_budget_and_copied_past_it() {
         let (_dir, path) = data_file(64 << 10);
-        on_executor(async move || {
+        on_executor(move || async move {
             let file = DmaFile::open(&path).await.unwrap();
             set_budget(2 * 4096);
             let a = read(&file, 100, 3000).await;
@@ -251,7 +241,7 @@ mod tests {
     #[test]
     fn a_read_dropped_on_another_thread_is_released_by_its_own() {
         let (_dir, path) = data_file(64 << 10);
-        on_executor(async move || {
+        on_executor(move || async move {
             let file = DmaFile::open(&path).await.unwrap();
             let bytes = read(&file, 5000, 40_000).await;
             let charge = held();
@@ -273,7 +263,7 @@ mod tests {
     #[test]
     fn reads_still_queued_when_their_thread_ends_are_released_then() {
         let (_dir, path) = data_file(16 << 10);
-        let returns = on_executor(async move || {
+        let returns = on_executor(move || async move {
             let file = DmaFile::open(&path).await.unwrap();
             let bytes = read(&file, 0, 10_000).await;
             std::thread::spawn(move || drop(bytes)).join().unwrap();
@@ -290,7 +280,7 @@ mod tests {
     #[test]
     fn a_read_outliving_its_thread_stays_readable_and_is_left_alone() {
         let (_dir, path) = data_file(16 << 10);
-        let bytes = on_executor(async move || {
+        let bytes = on_executor(move || async move {
             let file = DmaFile::open(&path).await.unwrap();
             read(&file, 0, 10_000).await
         });

@@ -16,17 +16,19 @@ use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::tests::make_batch;
 use crate::protocol::batch::{self, BatchHeader, Chunk, HEADER_BYTES};
 
-/// Runs `f` to completion on a fresh executor thread; a panic inside fails the test.
-fn run<F, Fut>(f: F)
+/// Runs `f` to completion on a fresh executor thread and returns its output; a panic inside
+/// fails the test.
+pub(super) fn run<T, F, Fut>(f: F) -> T
 where
+    T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
+    Fut: Future<Output = T> + 'static,
 {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(f)
         .expect("start executor")
         .join()
-        .expect("test body panicked");
+        .expect("test body panicked")
 }
 
 /// Runs `f` on every case, each on its own thread, so that their fsyncs overlap.
@@ -40,7 +42,8 @@ fn run_each<C: Send>(cases: Vec<C>, f: impl Fn(C) + Sync) {
     });
 }
 
-fn test_dir() -> tempfile::TempDir {
+/// A fresh directory under `target/`: direct I/O needs a disk filesystem, not tmpfs.
+pub(crate) fn test_dir() -> tempfile::TempDir {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     std::fs::create_dir_all(&root).unwrap();
     tempfile::Builder::new().prefix("log-test-").tempdir_in(root).unwrap()
