@@ -196,15 +196,19 @@ pub struct CreateTopicArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DiskArgs {
-    /// Directory to write the probe file in (it is deleted afterwards).
+    /// Directory to write the probe files in (they are deleted afterwards).
     #[arg(long)]
     pub dir: std::path::PathBuf,
     /// Bytes per write and per read.
     #[arg(long, default_value_t = 1 << 20)]
     pub io_bytes: usize,
-    /// Bytes to write (and read back) in total.
+    /// Bytes to write (and read back) in total, in each pass.
     #[arg(long, default_value_t = 2 << 30)]
     pub total_bytes: u64,
+    /// Passes to make, one per count: each writes the total spread over this many files at once,
+    /// a thread each, as a broker writes several partitions at once. The best pass is the limit.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub streams: Vec<u16>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -75,65 +75,129 @@ fn check_io_bytes(io_bytes: usize) -> Result<()> {
 
 pub fn disk(args: &DiskArgs) -> Result<Value> {
     check_io_bytes(args.io_bytes)?;
-    let path = args.dir.join(format!(".pinion-bench-disk-{}", std::process::id()));
-    let result = disk_at(&path, args);
+    if args.streams.is_empty() {
+        bail!("--streams needs at least one count");
+    }
+    let mut passes = Vec::with_capacity(args.streams.len());
+    for &streams in &args.streams {
+        let paths: Vec<PathBuf> = (0..streams)
+            .map(|i| args.dir.join(format!(".pinion-bench-disk-{}-{i}", std::process::id())))
+            .collect();
+        let pass = disk_pass(&paths, args);
+        for path in &paths {
+            let _ = std::fs::remove_file(path);
+        }
+        passes.push(pass?);
+    }
+    let best = |key: &str| {
+        passes
+            .iter()
+            .max_by(|a, b| a[key].as_f64().unwrap_or(0.0).total_cmp(&b[key].as_f64().unwrap_or(0.0)))
+            .map(|p| (p[key].clone(), p["streams"].clone()))
+            .expect("at least one pass")
+    };
+    let ((write, write_streams), (read, read_streams)) = (best("write_gb_per_s"), best("read_gb_per_s"));
+    let path = args.dir.join(format!(".pinion-bench-fsync-{}", std::process::id()));
+    let fsync = fsync_probe(&path);
     let _ = std::fs::remove_file(&path);
-    result
+    Ok(json!({
+        "dir": args.dir.display().to_string(),
+        "io_bytes": args.io_bytes,
+        "total_bytes": passes[0]["total_bytes"],
+        "write_gb_per_s": write,
+        "write_streams": write_streams,
+        "read_gb_per_s": read,
+        "read_streams": read_streams,
+        "passes": passes,
+        "fsync_4k_ms": fsync?,
+    }))
 }
 
-fn disk_at(path: &Path, args: &DiskArgs) -> Result<Value> {
-    let writes = args.total_bytes.div_ceil(args.io_bytes as u64).max(1);
-    let total = writes * args.io_bytes as u64;
-    let mut buf = AlignedBuf::new(args.io_bytes);
-    for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
-        *b = b'A' + (i.wrapping_mul(7919) % 26) as u8;
-    }
-    // A fresh file that grows with every write, as the broker's segments do.
+/// One pass: every file written by a thread of its own at once, each a fresh file that grows with
+/// every write as the broker's segments do, then synced; then every file read back at once.
+/// Bandwidth is all the bytes over the time from the first thread's start to the last one's end.
+fn disk_pass(paths: &[PathBuf], args: &DiskArgs) -> Result<Value> {
+    let per_file = args.total_bytes.div_ceil(args.io_bytes as u64 * paths.len() as u64).max(1);
+    let total = per_file * args.io_bytes as u64 * paths.len() as u64;
+    let each = |work: &(dyn Fn(&Path, &mut [u8]) -> Result<()> + Sync)| -> Result<f64> {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = paths
+                .iter()
+                .map(|path| {
+                    scope.spawn(move || {
+                        let mut buf = AlignedBuf::new(args.io_bytes);
+                        for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+                            *b = b'A' + (i.wrapping_mul(7919) % 26) as u8;
+                        }
+                        work(path, buf.as_mut_slice())
+                    })
+                })
+                .collect();
+            threads.into_iter().try_for_each(|t| t.join().expect("probe thread panicked"))
+        })?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let offset = |i: u64| i * args.io_bytes as u64;
+    let write_secs = each(&|path, buf| {
+        let file = open_direct(path, true, false)?;
+        for i in 0..per_file {
+            file.write_all_at(buf, offset(i)).context("direct write")?;
+        }
+        file.sync_data().context("fdatasync")
+    })?;
+    let read_secs = each(&|path, buf| {
+        let file = open_direct(path, false, false)?;
+        for i in 0..per_file {
+            file.read_exact_at(buf, offset(i)).context("direct read")?;
+        }
+        Ok(())
+    })?;
+    Ok(json!({
+        "streams": paths.len(),
+        "total_bytes": total,
+        "write_gb_per_s": total as f64 / write_secs / 1e9,
+        "read_gb_per_s": total as f64 / read_secs / 1e9,
+    }))
+}
+
+/// The acks=all floor: rewrite the partly filled last block of a file and make it durable.
+fn fsync_probe(path: &Path) -> Result<Value> {
     let file = open_direct(path, true, false)?;
-    let started = Instant::now();
-    for i in 0..writes {
-        file.write_all_at(buf.as_mut_slice(), i * args.io_bytes as u64).context("direct write")?;
-    }
-    file.sync_data().context("fdatasync")?;
-    let write_secs = started.elapsed().as_secs_f64();
-    drop(file);
-
-    let file = open_direct(path, false, false)?;
-    let started = Instant::now();
-    for i in 0..writes {
-        file.read_exact_at(buf.as_mut_slice(), i * args.io_bytes as u64).context("direct read")?;
-    }
-    let read_secs = started.elapsed().as_secs_f64();
-
-    // The acks=all floor: rewrite the partly filled last block and make it durable.
     let mut block = AlignedBuf::new(ALIGN_BYTES);
     let mut hist = new_histogram();
     let clock = Instant::now();
     for i in 0..FSYNC_SAMPLES {
         block.as_mut_slice()[i % ALIGN_BYTES] = b'x';
         let t0 = clock.elapsed().as_nanos() as u64;
-        file.write_all_at(block.as_mut_slice(), total).context("direct write")?;
+        file.write_all_at(block.as_mut_slice(), 0).context("direct write")?;
         file.sync_data().context("fdatasync")?;
         hist.record(latency_us(t0, clock.elapsed().as_nanos() as u64)).expect("in range");
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Ok(json!({
-        "dir": args.dir.display().to_string(),
-        "io_bytes": args.io_bytes,
-        "total_bytes": total,
-        "write_gb_per_s": total as f64 / write_secs / 1e9,
-        "read_gb_per_s": total as f64 / read_secs / 1e9,
-        "fsync_4k_ms": { "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0 },
-    }))
+    Ok(json!({ "p50": ms(0.5), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0 }))
 }
 
 pub fn print_disk(v: &Value) {
     println!(
-        "disk {}: O_DIRECT {} B sequential writes {:.2} GB/s (fdatasync included), reads {:.2} GB/s",
+        "disk {}: O_DIRECT {} B sequential writes (fdatasync included) and reads, files written at once:",
         v["dir"].as_str().unwrap_or(""),
         v["io_bytes"],
+    );
+    for pass in v["passes"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>3} file(s): writes {:.2} GB/s, reads {:.2} GB/s",
+            pass["streams"],
+            pass["write_gb_per_s"].as_f64().unwrap_or(0.0),
+            pass["read_gb_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "  best: writes {:.2} GB/s ({} files), reads {:.2} GB/s ({} files)",
         v["write_gb_per_s"].as_f64().unwrap_or(0.0),
-        v["read_gb_per_s"].as_f64().unwrap_or(0.0)
+        v["write_streams"],
+        v["read_gb_per_s"].as_f64().unwrap_or(0.0),
+        v["read_streams"]
     );
     let f = &v["fsync_4k_ms"];
     println!(
@@ -575,5 +639,50 @@ mod tests {
     #[test]
     fn round_trip_refuses_a_zero_rate() {
         assert!(round_trip(&round_trip_args(0.0, 1.0)).is_err());
+    }
+
+    /// A directory on the build's own disk: direct I/O needs a real file system, not tmpfs.
+    fn disk_dir(name: &str) -> std::path::PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        dir
+    }
+
+    #[test]
+    fn disk_reports_every_pass_takes_the_best_and_cleans_up() {
+        let dir = disk_dir("disk-probe-test");
+        let args = DiskArgs {
+            dir: dir.clone(),
+            io_bytes: 64 << 10,
+            total_bytes: 200 << 10,
+            streams: vec![1, 3],
+            json: true,
+        };
+        let v = disk(&args).expect("probe runs");
+        let passes = v["passes"].as_array().expect("passes");
+        let streams: Vec<u64> = passes.iter().map(|p| p["streams"].as_u64().unwrap()).collect();
+        assert_eq!(streams, [1, 3]);
+        // Whole writes per file, at least the total asked for: 4 x 64 KiB, and 3 files x 2.
+        let totals: Vec<u64> = passes.iter().map(|p| p["total_bytes"].as_u64().unwrap()).collect();
+        assert_eq!(totals, [256 << 10, 384 << 10]);
+        for key in ["write_gb_per_s", "read_gb_per_s"] {
+            let best = passes.iter().map(|p| p[key].as_f64().unwrap()).fold(0.0, f64::max);
+            assert!(best > 0.0);
+            assert_eq!(v[key].as_f64().unwrap(), best, "{key} is the best pass");
+        }
+        assert!(v["fsync_4k_ms"]["p50"].as_f64().unwrap() > 0.0);
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "probe files left behind: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn disk_refuses_no_passes() {
+        let dir = disk_dir("disk-probe-none");
+        let args =
+            DiskArgs { dir: dir.clone(), io_bytes: 4096, total_bytes: 4096, streams: vec![], json: true };
+        assert!(disk(&args).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

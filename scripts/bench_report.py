@@ -87,15 +87,18 @@ def build_table(r: dict) -> Table:
     disk, loop = r["disk"], r["loopback"]
     write_mb, read_mb = disk["write_gb_per_s"] * 1000, disk["read_gb_per_s"] * 1000
     fsync = disk["fsync_4k_ms"]
+    # The best of the probe's passes, each writing to (and reading) that many files at once.
+    write_name = f"disk direct write, {disk.get('write_streams', 1)} files"
+    read_name = f"disk direct read, {disk.get('read_streams', 1)} files"
     p8 = r["produce_acks1"]["produce"]["mb_per_s"]
-    t.throughput("produce acks=1, 8 partitions", p8, "disk direct write", write_mb, 0.5)
+    t.throughput("produce acks=1, 8 partitions", p8, write_name, write_mb, 0.5)
     t.throughput("produce acks=all, 8 partitions", r["produce_acksall"]["produce"]["mb_per_s"],
-                 "disk direct write", write_mb, 0.4)
+                 write_name, write_mb, 0.4)
     cache_runs = sorted(v["consume"]["mb_per_s"] for k, v in r.items() if k.startswith("consume_cache_"))
     if cache_runs:
         t.throughput(f"consume from cache (best of {len(cache_runs)}, as the limit)", max(cache_runs),
                      "loopback TCP", loop["gb_per_s"] * 1000, 0.5)
-    t.throughput("consume from disk", r["consume_disk"]["consume"]["mb_per_s"], "disk direct read", read_mb, 0.4)
+    t.throughput("consume from disk", r["consume_disk"]["consume"]["mb_per_s"], read_name, read_mb, 0.4)
     t.throughput("produce acks=1, 1 partition", r["produce_p1"]["produce"]["mb_per_s"], "8 partitions", p8)
     t.throughput("produce acks=1, 1,000 partitions", r["produce_p1000"]["produce"]["mb_per_s"], "8 partitions",
                  p8, 0.7)
