@@ -68,8 +68,9 @@ pub struct ServeArgs {
     /// that those writes overwrite blocks instead of extending the file; 0 turns it off.
     #[arg(long, default_value_t = crate::log::ZERO_AHEAD_BYTES >> 10)]
     pub zero_ahead_kib: u64,
-    /// Memory glommio reserves per executor for I/O buffers, in MiB.
-    #[arg(long, default_value_t = 16)]
+    /// Memory glommio reserves per executor for I/O buffers, in MiB: the writes', the disk
+    /// reads being sent (up to half) and the reads made ahead for consumers (up to a quarter).
+    #[arg(long, default_value_t = 32)]
     pub io_memory_mib: usize,
     /// Broker config with its Kafka name, e.g. `--override num.partitions=3`. Repeatable.
     #[arg(long = "override", value_name = "KEY=VALUE")]

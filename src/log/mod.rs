@@ -5,6 +5,7 @@
 //! read side at any time. No borrow of the log is held across an await.
 
 pub mod index;
+pub mod read_ahead;
 pub mod read_buf;
 pub mod segment;
 
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::{self, BatchHeader, Chunk};
 use index::SegmentIndex;
+use read_ahead::ReadAhead;
 use segment::Segment;
 
 /// Largest single write; bigger appends are split.
@@ -508,12 +510,15 @@ impl PartitionLog {
     }
 
     /// Finds the segment holding `offset` and reads batches from it (see
-    /// `Segment::read_batches`). `end_offset` bounds what may be returned.
+    /// `Segment::read_batches`). `end_offset` bounds what may be returned. With `ahead`, a read
+    /// made ahead for `offset` is used when there is one, and when the segment holds more after
+    /// what is returned, the next stretch is read ahead for the fetch that follows.
     pub async fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         end_offset: i64,
+        ahead: Option<&ReadAhead>,
     ) -> Result<Option<Bytes>, LogError> {
         let (seg, position) = {
             let segments = self.segments.borrow();
@@ -525,7 +530,33 @@ impl PartitionLog {
             let position = seg.index.borrow().floor_position((offset - seg.base_offset) as u32);
             (seg, position)
         };
-        seg.read_batches(u64::from(position), offset, max_bytes, end_offset).await
+        let Some(ahead) = ahead else {
+            return Ok(seg
+                .read_batches(u64::from(position), offset, max_bytes, end_offset)
+                .await?
+                .map(|p| p.bytes));
+        };
+        let mut picked = None;
+        if let Some(taken) = ahead.take(&seg, offset) {
+            let (at, len) = (taken.position, taken.len);
+            if let Some(buf) = taken.bytes().await {
+                if let segment::Pick::Found(p) = segment::pick(buf, at, len, offset, max_bytes, end_offset) {
+                    picked = Some(p);
+                }
+            }
+        }
+        let picked = match picked {
+            Some(p) => p,
+            None => match seg.read_batches(u64::from(position), offset, max_bytes, end_offset).await? {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        if picked.end_position < seg.size_bytes.get() {
+            let len = seg.read_len(picked.end_position, max_bytes);
+            ahead.start(seg, picked.next_offset, picked.end_position, len);
+        }
+        Ok(Some(picked.bytes))
     }
 
     /// The first batch whose max timestamp is at least `timestamp`: its base offset and max

@@ -224,6 +224,11 @@ impl Segment {
         (end - position) as usize
     }
 
+    /// How much a read for a fetch of `max_bytes` at `position` asks for.
+    pub fn read_len(&self, position: u64, max_bytes: usize) -> usize {
+        self.fit_block(position, max_bytes.max(batch::HEADER_BYTES))
+    }
+
     /// Reads the batches from `position` on: all whose last offset is at least `offset`, up to
     /// `max_bytes` (but always the first one whole), stopping before `end_offset`.
     pub async fn read_batches(
@@ -232,45 +237,20 @@ impl Segment {
         offset: i64,
         max_bytes: usize,
         end_offset: i64,
-    ) -> Result<Option<Bytes>, LogError> {
-        let mut want = self.fit_block(position, max_bytes.max(batch::HEADER_BYTES));
+    ) -> Result<Option<Picked>, LogError> {
+        let mut want = self.read_len(position, max_bytes);
         loop {
             let buf = self.read(position, want).await?;
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            let mut batches = batch::Batches::new(&buf);
-            let mut start = None;
-            let mut stop = 0;
-            for (pos, header, bytes) in batches.by_ref() {
-                if header.base_offset() >= end_offset {
-                    break;
+            match pick(buf, position, want, offset, max_bytes, end_offset) {
+                Pick::Found(picked) => return Ok(Some(picked)),
+                Pick::End => return Ok(None),
+                Pick::Further { skip, needs } => {
+                    position += skip as u64;
+                    want = want.max(needs);
                 }
-                if header.last_offset() < offset {
-                    continue;
-                }
-                let begin = *start.get_or_insert(pos);
-                if pos + bytes.len() - begin > max_bytes && pos > begin {
-                    break;
-                }
-                stop = pos + bytes.len();
             }
-            if let Some(start) = start {
-                return Ok(Some(buf.slice(start..stop)));
-            }
-            // Nothing wanted was whole in this read: move past the batches before `offset` and,
-            // when the next batch is larger than the read, read all of it.
-            let consumed = batches.position();
-            let next_needs = match batch::frame_length(&buf[consumed..]) {
-                Err(batch::BatchError::Truncated { needed, .. }) if buf.len() == want => needed,
-                _ if consumed > 0 && buf.len() == want => 0,
-                _ => return Ok(None),
-            };
-            position += consumed as u64;
-            want = want.max(next_needs);
         }
     }
-
     /// Scans the file from the start, checking each batch's length, magic, CRC and offsets, and
     /// rebuilds the indexes. Stops at the first batch that is not whole and valid.
     pub async fn scan(&self, index_interval_bytes: u64) -> Result<ScanResult, LogError> {
@@ -354,6 +334,68 @@ impl Segment {
             }
         }
         Ok(found.with_producers(producers))
+    }
+}
+
+/// Batches picked out of a read for a fetch.
+#[derive(Debug)]
+pub struct Picked {
+    pub bytes: Bytes,
+    /// Where in the segment the next batch starts, and its offset.
+    pub end_position: u64,
+    pub next_offset: i64,
+}
+
+pub enum Pick {
+    Found(Picked),
+    /// Nothing wanted was whole in the read: read again `skip` bytes further on, at least
+    /// `needs` bytes (0: as much as before).
+    Further {
+        skip: usize,
+        needs: usize,
+    },
+    /// Nothing wanted is stored at or after the read.
+    End,
+}
+
+/// Picks out of `buf`, the result of asking for `asked` bytes at `position`, the batches whose
+/// last offset is at least `offset`, up to `max_bytes` (the first one always whole), stopping
+/// before `end_offset`.
+pub fn pick(buf: Bytes, position: u64, asked: usize, offset: i64, max_bytes: usize, end_offset: i64) -> Pick {
+    if buf.is_empty() {
+        return Pick::End;
+    }
+    let mut batches = batch::Batches::new(&buf);
+    let mut start = None;
+    let mut stop = 0;
+    let mut next_offset = offset;
+    for (pos, header, bytes) in batches.by_ref() {
+        if header.base_offset() >= end_offset {
+            break;
+        }
+        if header.last_offset() < offset {
+            continue;
+        }
+        let begin = *start.get_or_insert(pos);
+        if pos + bytes.len() - begin > max_bytes && pos > begin {
+            break;
+        }
+        stop = pos + bytes.len();
+        next_offset = header.last_offset() + 1;
+    }
+    if let Some(start) = start {
+        let end_position = position + stop as u64;
+        return Pick::Found(Picked { bytes: buf.slice(start..stop), end_position, next_offset });
+    }
+    // Move past the batches before `offset` and, when the next batch is larger than the read,
+    // read all of it.
+    let skip = batches.position();
+    match batch::frame_length(&buf[skip..]) {
+        Err(batch::BatchError::Truncated { needed, .. }) if buf.len() == asked => {
+            Pick::Further { skip, needs: needed }
+        }
+        _ if skip > 0 && buf.len() == asked => Pick::Further { skip, needs: 0 },
+        _ => Pick::End,
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use super::read_ahead::ReadAhead;
 use super::{segment, PartitionLog, RecoveryReport};
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::tests::make_batch;
@@ -129,12 +130,13 @@ fn assert_run(all: &[Bytes], got: &[u8], first: usize) {
 async fn assert_reads(log: &PartitionLog, all: &[Bytes]) {
     let end = log.next_offset();
     for offset in 0..end {
-        let got = log.read(offset, 1 << 30, end).await.unwrap().expect("data at every offset below the end");
+        let got =
+            log.read(offset, 1 << 30, end, None).await.unwrap().expect("data at every offset below the end");
         assert_run(all, &got, containing(all, offset));
     }
     let mut walked = Vec::new();
     let mut offset = 0;
-    while let Some(got) = log.read(offset, 1, end).await.unwrap() {
+    while let Some(got) = log.read(offset, 1, end, None).await.unwrap() {
         let batches = split(&got);
         assert_eq!(batches.len(), 1, "max_bytes 1 returns exactly one batch");
         offset = header(batches[0]).last_offset() + 1;
@@ -142,7 +144,7 @@ async fn assert_reads(log: &PartitionLog, all: &[Bytes]) {
     }
     assert_eq!(offset, end);
     assert_eq!(walked, all.concat());
-    assert!(log.read(end, 1 << 20, end).await.unwrap().is_none());
+    assert!(log.read(end, 1 << 20, end, None).await.unwrap().is_none());
 }
 
 /// `(base offset, path)` of the files with this extension, by base offset.
@@ -231,7 +233,7 @@ fn empty_log_opens_reads_and_reopens() {
         assert!(report.truncated.is_none());
         assert_eq!(report.rebuilt_indexes, 0);
         assert_eq!((log.next_offset(), log.log_start_offset()), (0, 0));
-        assert!(log.read(0, 1 << 20, 0).await.unwrap().is_none());
+        assert!(log.read(0, 1 << 20, 0, None).await.unwrap().is_none());
         assert!(log.max_timestamp().await.unwrap().is_none());
         assert!(log.offset_for_timestamp(0).await.unwrap().is_none());
         let names = |dir: &Path| {
@@ -271,31 +273,31 @@ fn appended_batches_read_back_from_any_offset() {
         assert_eq!(end, all.iter().map(|b| header(b).offset_count()).sum::<i64>());
 
         // From offset 0 with room for everything: the whole log in one piece.
-        assert_eq!(log.read(0, 1 << 20, end).await.unwrap().unwrap(), all.concat());
+        assert_eq!(log.read(0, 1 << 20, end, None).await.unwrap().unwrap(), all.concat());
 
         // From inside a multi-record batch: that whole batch first.
         let multi = all.iter().position(|b| header(b).records_count.get() >= 3).unwrap();
         let inside = header(&all[multi]).base_offset() + 2;
-        let got = log.read(inside, 1 << 20, end).await.unwrap().unwrap();
+        let got = log.read(inside, 1 << 20, end, None).await.unwrap().unwrap();
         assert_eq!(got, all[multi..].concat());
 
         // max_bytes smaller than one batch still returns that batch, whole.
         for max_bytes in [0, 1, HEADER_BYTES, all[multi].len() - 1] {
-            let got = log.read(inside, max_bytes, end).await.unwrap().unwrap();
+            let got = log.read(inside, max_bytes, end, None).await.unwrap().unwrap();
             assert_eq!(got, all[multi], "max_bytes {max_bytes}");
         }
         // Further batches only while they fit.
         let two = all[0].len() + all[1].len();
-        assert_eq!(log.read(0, two - 1, end).await.unwrap().unwrap(), all[0]);
-        assert_eq!(log.read(0, two, end).await.unwrap().unwrap(), all[..2].concat());
+        assert_eq!(log.read(0, two - 1, end, None).await.unwrap().unwrap(), all[0]);
+        assert_eq!(log.read(0, two, end, None).await.unwrap().unwrap(), all[..2].concat());
 
         // end_offset bounds what is returned.
         let stop = header(&all[5]).base_offset();
-        assert_eq!(log.read(0, 1 << 20, stop).await.unwrap().unwrap(), all[..5].concat());
+        assert_eq!(log.read(0, 1 << 20, stop, None).await.unwrap().unwrap(), all[..5].concat());
 
         // At and beyond the end: nothing.
-        assert!(log.read(end, 1 << 20, end).await.unwrap().is_none());
-        assert!(log.read(end + 100, 1 << 20, end + 200).await.unwrap().is_none());
+        assert!(log.read(end, 1 << 20, end, None).await.unwrap().is_none());
+        assert!(log.read(end + 100, 1 << 20, end + 200, None).await.unwrap().is_none());
 
         assert_reads(&log, &all).await;
     });
@@ -336,7 +338,7 @@ fn close_and_reopen_keep_offsets_indexes_and_data() {
         let end = log.next_offset();
         let mut before = Vec::new();
         for offset in 0..end {
-            before.push(log.read(offset, 700, end).await.unwrap());
+            before.push(log.read(offset, 700, end, None).await.unwrap());
         }
         log.close().await.unwrap();
         drop(log);
@@ -356,7 +358,11 @@ fn close_and_reopen_keep_offsets_indexes_and_data() {
         assert_eq!(report.rebuilt_indexes, 0);
         assert_eq!(log.next_offset(), end);
         for offset in 0..end {
-            assert_eq!(log.read(offset, 700, end).await.unwrap(), before[offset as usize], "offset {offset}");
+            assert_eq!(
+                log.read(offset, 700, end, None).await.unwrap(),
+                before[offset as usize],
+                "offset {offset}"
+            );
         }
         assert_reads(&log, &all).await;
 
@@ -389,7 +395,7 @@ fn segments_roll_at_segment_bytes_and_recover() {
         assert_reads(&log, &all).await;
         // A read stops at the end of its segment.
         let second_base = log.segments.borrow()[1].base_offset;
-        let got = log.read(0, 1 << 30, end).await.unwrap().unwrap();
+        let got = log.read(0, 1 << 30, end, None).await.unwrap().unwrap();
         let in_first: Vec<Bytes> =
             all.iter().filter(|b| header(b).base_offset() < second_base).cloned().collect();
         assert_eq!(got, in_first.concat());
@@ -889,12 +895,12 @@ fn one_append_larger_than_the_largest_write() {
         assert_eq!(log.next_offset(), next);
 
         let check = |log: PartitionLog, all: Vec<Bytes>| async move {
-            assert_eq!(log.read(0, 32 << 20, next).await.unwrap().unwrap(), all.concat());
+            assert_eq!(log.read(0, 32 << 20, next, None).await.unwrap().unwrap(), all.concat());
             for (i, b) in all.iter().enumerate() {
                 let last = header(b).last_offset();
-                assert_eq!(log.read(last, 1, next).await.unwrap().unwrap(), *b, "batch {i}");
+                assert_eq!(log.read(last, 1, next, None).await.unwrap().unwrap(), *b, "batch {i}");
             }
-            assert!(log.read(next, 1 << 20, next).await.unwrap().is_none());
+            assert!(log.read(next, 1 << 20, next, None).await.unwrap().is_none());
             log
         };
         let log = check(log, all.clone()).await;
@@ -934,7 +940,7 @@ fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
         assert!(kept >= 1500, "{kept} bytes kept");
         let start = log.log_start_offset();
         assert_eq!(start, files(dir.path(), "log")[0].0, "log start is the first segment kept");
-        assert!(log.read(start, 1 << 20, log.next_offset()).await.unwrap().is_some());
+        assert!(log.read(start, 1 << 20, log.next_offset(), None).await.unwrap().is_some());
 
         // retention.ms: every sealed segment is older than this; the active one stays.
         cfg.retention_bytes = -1;
@@ -987,5 +993,131 @@ fn recovery_reports_the_last_batches_of_each_idempotent_producer() {
         assert_eq!(p9.len(), 1);
         assert_eq!((p9[0].epoch, p9[0].base_offset), (3, 16));
         assert_eq!(report.producer_batches.len(), 6);
+    });
+}
+
+// ---------------------------------------------------------------- reading ahead
+
+/// Reads from `offset` to `end` in steps of `max_bytes`, as a consumer with one fetch in flight
+/// does. Each step must be whole batches, in order from the one holding its offset, within
+/// `max_bytes` unless it is one batch. Returns every step's result.
+async fn walk(
+    log: &PartitionLog,
+    all: &[Bytes],
+    mut offset: i64,
+    end: i64,
+    max_bytes: usize,
+    ahead: Option<&ReadAhead>,
+) -> Vec<Bytes> {
+    let mut steps = Vec::new();
+    while let Some(got) = log.read(offset, max_bytes, end, ahead).await.unwrap() {
+        assert_run(all, &got, containing(all, offset));
+        let batches = split(&got);
+        assert!(
+            got.len() <= max_bytes || batches.len() == 1,
+            "{} bytes for max_bytes {max_bytes}",
+            got.len()
+        );
+        offset = header(batches.last().unwrap()).last_offset() + 1;
+        steps.push(got);
+    }
+    assert_eq!(offset, end, "the walk reaches the end");
+    steps
+}
+
+#[test]
+fn reads_made_ahead_return_the_log_as_plain_reads_do() {
+    run(|| async {
+        let dir = test_dir();
+        // Small segments, so the walk crosses from one to the next.
+        let (log, _) = open(dir.path(), &config(64 << 10, 4096)).await;
+        let mut all = Vec::new();
+        for round in 0..8 {
+            let specs: Vec<(i32, i64)> = (0..6).map(|i| (1 + (i + round) % 3, 1000 + i64::from(i))).collect();
+            append(&log, &mut all, &specs, 2000).await;
+        }
+        assert!(log.sealed_segments() >= 2, "the log rolled");
+        let end = log.next_offset();
+        let ahead = ReadAhead::new(1 << 20);
+        let mut taken = 0;
+        for max_bytes in [1, 9000, 30 << 10] {
+            let plain = walk(&log, &all, 0, end, max_bytes, None).await;
+            let with = walk(&log, &all, 0, end, max_bytes, Some(&ahead)).await;
+            assert_eq!(with.concat(), plain.concat(), "max_bytes {max_bytes}");
+            assert_eq!(with.concat(), all.concat());
+            // Every step after the first in a segment found its read made ahead; the last step
+            // of a segment started none, since what follows is in the next segment.
+            let segments = log.sealed_segments() as u64 + 1;
+            assert_eq!(ahead.taken() - taken, with.len() as u64 - segments, "max_bytes {max_bytes}");
+            taken = ahead.taken();
+            assert_eq!(ahead.pending(), 0);
+        }
+        // From inside a batch: the read made ahead starts where the first answer ended.
+        let multi = all.iter().position(|b| header(b).records_count.get() >= 2).unwrap();
+        let inside = header(&all[multi]).base_offset() + 1;
+        let steps = walk(&log, &all, inside, end, 9000, Some(&ahead)).await;
+        assert_eq!(steps.concat(), all[multi..].concat());
+        assert!(ahead.taken() > taken);
+    });
+}
+
+#[test]
+fn reads_made_ahead_keep_to_the_fetch_and_see_later_appends() {
+    run(|| async {
+        let dir = test_dir();
+        let (log, _) = open(dir.path(), &config(1 << 30, 4096)).await;
+        let mut all = Vec::new();
+        append(&log, &mut all, &[(2, 10), (3, 11), (1, 12), (2, 13)], 1500).await;
+        let ahead = ReadAhead::new(1 << 20);
+        let end = log.next_offset();
+        let first = log.read(0, all[0].len(), end, Some(&ahead)).await.unwrap().unwrap();
+        assert_eq!(first, all[0]);
+        assert_eq!(ahead.pending(), 1);
+        // The bound of a fetch holds for a read made ahead too.
+        let next = header(&all[0]).last_offset() + 1;
+        let stop = header(&all[2]).base_offset();
+        assert_eq!(log.read(next, 1 << 20, stop, Some(&ahead)).await.unwrap().unwrap(), all[1]);
+        assert_eq!(ahead.taken(), 1);
+
+        // Appends made while a read ahead is out: whether it saw them or not, the walk on from
+        // it returns every batch once, in order.
+        let first = log.read(0, all[0].len(), end, Some(&ahead)).await.unwrap().unwrap();
+        assert_eq!(first, all[0]);
+        append(&log, &mut all, &[(4, 14), (1, 15), (2, 16)], 1500).await;
+        let steps = walk(&log, &all, next, log.next_offset(), 5000, Some(&ahead)).await;
+        assert_eq!(steps.concat(), all[1..].concat());
+    });
+}
+
+#[test]
+fn reads_made_ahead_stay_within_their_limit() {
+    run(|| async {
+        let dir = test_dir();
+        let (log, _) = open(dir.path(), &config(1 << 30, 1024)).await;
+        let mut all = Vec::new();
+        let specs: Vec<(i32, i64)> = (0..40).map(|i| (1, i64::from(i))).collect();
+        append(&log, &mut all, &specs, 1000).await;
+        let end = log.next_offset();
+        let max_bytes = 4096;
+
+        let none = ReadAhead::new(max_bytes - 1);
+        log.read(0, max_bytes, end, Some(&none)).await.unwrap().unwrap();
+        assert_eq!(none.pending(), 0, "a read larger than the limit is not made ahead");
+
+        // Room for two: a third consumer's read drops the oldest. One record per batch, so a
+        // read's next offset is its first plus the batches it returned.
+        let two = ReadAhead::new(2 * max_bytes);
+        let mut next = Vec::new();
+        for offset in [0, 10, 20] {
+            let got = log.read(offset, max_bytes, end, Some(&two)).await.unwrap().unwrap();
+            next.push(offset + split(&got).len() as i64);
+        }
+        assert_eq!(two.pending(), 2);
+        let plain = log.read(next[0], max_bytes, end, None).await.unwrap().unwrap();
+        assert_eq!(log.read(next[0], max_bytes, end, Some(&two)).await.unwrap().unwrap(), plain);
+        assert_eq!(two.taken(), 0, "the oldest read made ahead was dropped");
+        let plain = log.read(next[2], max_bytes, end, None).await.unwrap().unwrap();
+        assert_eq!(log.read(next[2], max_bytes, end, Some(&two)).await.unwrap().unwrap(), plain);
+        assert_eq!(two.taken(), 1, "the newest was kept");
     });
 }

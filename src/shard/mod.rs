@@ -19,6 +19,7 @@ use futures::StreamExt;
 
 use crate::buffers::ChunkBuf;
 use crate::group::{Coordinator, GroupCall};
+use crate::log::read_ahead::ReadAhead;
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::errors::PartitionError;
@@ -34,6 +35,7 @@ pub struct Shard {
     zero_ahead_bytes: u64,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     budget: Rc<CacheBudget>,
+    read_ahead: Rc<ReadAhead>,
     /// Small incoming batches are copied here (patched with their offsets) before caching and
     /// writing (`partition::KEEP_AS_RECEIVED_BYTES`).
     arena: RefCell<ChunkBuf>,
@@ -47,6 +49,7 @@ impl Shard {
             zero_ahead_bytes: storage.zero_ahead_bytes,
             partitions: RefCell::new(HashMap::new()),
             budget: CacheBudget::new(storage.cache_bytes),
+            read_ahead: Rc::new(ReadAhead::new(storage.io_memory_bytes / 4)),
             arena: RefCell::new(ChunkBuf::for_copies()),
             groups: RefCell::new(None),
         })
@@ -218,7 +221,8 @@ impl Shard {
         if report.rebuilt_indexes > 0 {
             eprintln!("pinion: {tp}: rebuilt {} segment indexes", report.rebuilt_indexes);
         }
-        let partition = Partition::start(tp.clone(), log, config, self.budget.clone());
+        let partition =
+            Partition::start(tp.clone(), log, config, self.budget.clone(), Some(self.read_ahead.clone()));
         partition.restore_producers(&report.producer_batches);
         self.partitions.borrow_mut().insert(tp, partition);
         Ok(())
@@ -303,7 +307,8 @@ pub struct Storage {
     pub cache_bytes: usize,
     /// See `PartitionLog::set_zero_ahead`.
     pub zero_ahead_bytes: u64,
-    /// The executor's I/O memory; disk reads out on loan may hold half of it (`log::read_buf`).
+    /// The executor's I/O memory; disk reads out on loan may hold half of it (`log::read_buf`),
+    /// and reads made ahead a quarter (`log::read_ahead`).
     pub io_memory_bytes: usize,
 }
 

@@ -13,6 +13,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use super::messages::{Acks, Appended, Fetched, TopicPartition};
 use super::producers::{BatchSeq, Check, Producers};
 use crate::buffers::ChunkBuf;
+use crate::log::read_ahead::ReadAhead;
 use crate::log::PartitionLog;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::{self, Chunk};
@@ -97,6 +98,8 @@ pub struct Partition {
     state: RefCell<State>,
     wake: LocalSender<()>,
     budget: Rc<CacheBudget>,
+    /// The shard's reads made ahead for consumers reading from disk; none for internal logs.
+    read_ahead: Option<Rc<ReadAhead>>,
 }
 
 impl Partition {
@@ -106,6 +109,7 @@ impl Partition {
         log: PartitionLog,
         config: LogConfig,
         budget: Rc<CacheBudget>,
+        read_ahead: Option<Rc<ReadAhead>>,
     ) -> Rc<Partition> {
         let end = log.next_offset();
         let (wake, wakeup) = local_channel::new_bounded(1);
@@ -129,6 +133,7 @@ impl Partition {
             }),
             wake,
             budget,
+            read_ahead,
         });
         glommio::spawn_local(flusher(partition.clone(), wakeup)).detach();
         partition
@@ -308,7 +313,7 @@ impl Partition {
         match from_cache {
             Some(batches) => fetched.batches = batches,
             None => {
-                let read = self.log.read(offset, max_bytes, hwm).await;
+                let read = self.log.read(offset, max_bytes, hwm, self.read_ahead.as_deref()).await;
                 let bytes = read.map_err(|e| {
                     eprintln!("pinion: {}: fetch at offset {offset}: {e}", self.tp);
                     PartitionError::Storage(e.to_string())
