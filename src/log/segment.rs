@@ -251,6 +251,7 @@ impl Segment {
             }
         }
     }
+
     /// Scans the file from the start, checking each batch's length, magic, CRC and offsets, and
     /// rebuilds the indexes. Stops at the first batch that is not whole and valid.
     pub async fn scan(&self, index_interval_bytes: u64) -> Result<ScanResult, LogError> {
