@@ -88,8 +88,10 @@ def build_table(r: dict) -> Table:
     write_mb, read_mb = disk["write_gb_per_s"] * 1000, disk["read_gb_per_s"] * 1000
     fsync = disk["fsync_4k_ms"]
     # The best of the probe's passes, each writing to (and reading) that many files at once.
-    write_name = f"disk direct write, {disk.get('write_streams', 1)} files"
-    read_name = f"disk direct read, {disk.get('read_streams', 1)} files"
+    def files(n: int) -> str:
+        return "1 file" if n == 1 else f"{n} files"
+    write_name = f"disk direct write, {files(disk.get('write_streams', 1))}"
+    read_name = f"disk direct read, {files(disk.get('read_streams', 1))}"
     p8 = r["produce_acks1"]["produce"]["mb_per_s"]
     t.throughput("produce acks=1, 8 partitions", p8, write_name, write_mb, 0.5)
     t.throughput("produce acks=all, 8 partitions", r["produce_acksall"]["produce"]["mb_per_s"],
