@@ -530,14 +530,8 @@ impl PartitionLog {
             let position = seg.index.borrow().floor_position((offset - seg.base_offset) as u32);
             (seg, position)
         };
-        let Some(ahead) = ahead else {
-            return Ok(seg
-                .read_batches(u64::from(position), offset, max_bytes, end_offset)
-                .await?
-                .map(|p| p.bytes));
-        };
         let mut picked = None;
-        if let Some(taken) = ahead.take(&seg, offset) {
+        if let Some(taken) = ahead.and_then(|a| a.take(&seg, offset)) {
             let (at, len) = (taken.position, taken.len);
             if let Some(buf) = taken.bytes().await {
                 if let segment::Pick::Found(p) = segment::pick(buf, at, len, offset, max_bytes, end_offset) {
@@ -552,7 +546,7 @@ impl PartitionLog {
                 None => return Ok(None),
             },
         };
-        if picked.end_position < seg.size_bytes.get() {
+        if let Some(ahead) = ahead.filter(|_| picked.end_position < seg.size_bytes.get()) {
             let len = seg.read_len(picked.end_position, max_bytes);
             ahead.start(seg, picked.next_offset, picked.end_position, len);
         }
