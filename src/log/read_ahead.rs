@@ -21,8 +21,6 @@ use super::segment::Segment;
 
 pub struct ReadAhead {
     reads: RefCell<VecDeque<Ahead>>,
-    /// Bytes asked for by the reads in `reads`.
-    held: Cell<usize>,
     limit_bytes: usize,
     /// Fetches that found their read made ahead.
     taken: Cell<u64>,
@@ -64,12 +62,7 @@ impl Taken {
 impl ReadAhead {
     /// Reads made ahead hold at most `limit_bytes`; 0 turns reading ahead off.
     pub fn new(limit_bytes: usize) -> ReadAhead {
-        ReadAhead {
-            reads: RefCell::new(VecDeque::new()),
-            held: Cell::new(0),
-            limit_bytes,
-            taken: Cell::new(0),
-        }
+        ReadAhead { reads: RefCell::new(VecDeque::new()), limit_bytes, taken: Cell::new(0) }
     }
 
     /// The read made ahead for a fetch of `offset` in `segment`, if there is one.
@@ -77,7 +70,6 @@ impl ReadAhead {
         let mut reads = self.reads.borrow_mut();
         let i = reads.iter().position(|a| a.is_for(segment, offset))?;
         let ahead = reads.remove(i)?;
-        self.held.set(self.held.get() - ahead.len);
         self.taken.set(self.taken.get() + 1);
         Some(Taken { position: ahead.position, len: ahead.len, read: ahead.read })
     }
@@ -92,14 +84,14 @@ impl ReadAhead {
         if reads.iter().any(|a| a.is_for(&segment, offset)) {
             return;
         }
-        while self.held.get() + len > self.limit_bytes {
+        let mut held: usize = reads.iter().map(|a| a.len).sum();
+        while held + len > self.limit_bytes {
             let Some(oldest) = reads.pop_front() else { break };
-            self.held.set(self.held.get() - oldest.len);
+            held -= oldest.len;
         }
         let weak = Rc::downgrade(&segment);
         let read = glommio::spawn_local(async move { segment.read(position, len).await.ok() });
         reads.push_back(Ahead { segment: weak, offset, position, len, read });
-        self.held.set(self.held.get() + len);
     }
 
     /// Reads made ahead and not yet taken.
