@@ -67,15 +67,24 @@ pub async fn handle(router: &Rc<Router>, correlation_id: i32, version: i16, req:
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = req.max_bytes.max(0) as usize;
     let results = loop {
         let items: Vec<(ShardId, FetchItem)> = wanted
             .iter()
             .map(|w| (w.shard, FetchItem { tp: w.tp.clone(), offset: w.offset, max_bytes: w.max_bytes }))
             .collect();
-        let results = scatter::ask(router, items, |items, reply| ShardRequest::Fetch { items, reply }).await;
+        let results =
+            scatter::ask(router, items, |items, reply| ShardRequest::Fetch { items, max_bytes, reply }).await;
         let bytes: usize = results.iter().flatten().flatten().map(Fetched::bytes).sum();
         let any_error = results.iter().any(|r| !matches!(r, Some(Ok(_))));
-        if bytes >= min_bytes.max(1) || any_error || wanted.is_empty() || Instant::now() >= deadline {
+        // Data left for the next fetch is there to be had: no reason to wait for more.
+        let deferred = results.iter().flatten().flatten().any(|f| f.deferred);
+        if bytes >= min_bytes.max(1)
+            || any_error
+            || deferred
+            || wanted.is_empty()
+            || Instant::now() >= deadline
+        {
             break results;
         }
         if bytes > 0 && min_bytes <= 1 {
@@ -87,7 +96,7 @@ pub async fn handle(router: &Rc<Router>, correlation_id: i32, version: i16, req:
             continue;
         }
     };
-    let mut budget = req.max_bytes.max(0) as usize;
+    let mut budget = max_bytes;
     let mut first_data = true;
     for (w, result) in wanted.iter().zip(results) {
         let out = match result {
@@ -201,6 +210,7 @@ mod tests {
             high_watermark: 0,
             log_start_offset: 0,
             batches: sizes.iter().map(|&n| Chunk::stored(Bytes::from(vec![0; n]))).collect(),
+            deferred: false,
         }
     }
 

@@ -108,7 +108,9 @@ impl OffsetStore {
         let mut offset = log.log_start_offset();
         let end = log.next_offset();
         while offset < end {
-            let Some(chunk) = log.read(offset, 1 << 20, end, None).await.map_err(|e| e.to_string())? else {
+            let Some(chunk) =
+                log.read(offset, 1 << 20, end, None).await.map_err(|e| e.to_string())?.batches()
+            else {
                 break;
             };
             let mut next = offset;
@@ -129,7 +131,7 @@ impl OffsetStore {
         }
         // The offsets log is not cached: every entry is already in the coordinator's maps.
         let budget = CacheBudget::new(0);
-        let partition = Partition::start(tp, log, config, budget, None);
+        let partition = Partition::start(tp, log, config, budget);
         Ok((OffsetStore { partition, arena: RefCell::new(ChunkBuf::for_copies()) }, entries))
     }
 

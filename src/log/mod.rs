@@ -18,8 +18,29 @@ use bytes::Bytes;
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::{self, BatchHeader, Chunk};
 use index::SegmentIndex;
-use read_ahead::ReadAhead;
+use read_ahead::{FetchReads, ReadAhead};
 use segment::Segment;
+
+/// What a read of the log for a fetch found.
+#[derive(Debug)]
+pub enum Read {
+    /// Batches from the one holding the offset on.
+    Batches(Bytes),
+    /// Nothing at or after the offset, before the end asked for.
+    Nothing,
+    /// Left for a later fetch: this one has used what it may read (`read_ahead::FetchReads`).
+    Deferred,
+}
+
+impl Read {
+    /// The batches read, if any.
+    pub fn batches(self) -> Option<Bytes> {
+        match self {
+            Read::Batches(b) => Some(b),
+            Read::Nothing | Read::Deferred => None,
+        }
+    }
+}
 
 /// Largest single write; bigger appends are split.
 const WRITE_BYTES_MAX: usize = 8 << 20;
@@ -510,47 +531,73 @@ impl PartitionLog {
     }
 
     /// Finds the segment holding `offset` and reads batches from it (see
-    /// `Segment::read_batches`). `end_offset` bounds what may be returned. With `ahead`, a read
-    /// made ahead for `offset` is used when there is one, and when the segment holds more after
+    /// `Segment::read_batches`). `end_offset` bounds what may be returned. With `fetch`, a read
+    /// made ahead for `offset` is used when there is one; otherwise the read must fit what the
+    /// fetch may still read, or it is left for a later fetch. When the segment holds more after
     /// what is returned, the next stretch is read ahead for the fetch that follows.
-    pub async fn read(
-        &self,
+    ///
+    /// Which source serves the read, and whether it is left, is decided when this is called,
+    /// not when the returned future first runs: a fetch decides its partitions in its order.
+    pub fn read<'a>(
+        &'a self,
         offset: i64,
         max_bytes: usize,
         end_offset: i64,
-        ahead: Option<&ReadAhead>,
-    ) -> Result<Option<Bytes>, LogError> {
-        let (seg, position) = {
-            let segments = self.segments.borrow();
-            let i = segments.partition_point(|s| s.base_offset <= offset);
-            if i == 0 {
-                return Ok(None);
+        fetch: Option<&'a FetchReads<'a>>,
+    ) -> impl std::future::Future<Output = Result<Read, LogError>> + 'a {
+        let found = self.segment_for(offset);
+        let mut taken = None;
+        let mut deferred = false;
+        if let (Some((seg, position)), Some(fetch)) = (&found, fetch) {
+            taken = fetch.take(seg, offset);
+            if taken.is_none() {
+                let len = seg.read_len(u64::from(*position), max_bytes);
+                deferred = !fetch.allow(seg, offset, u64::from(*position), len);
             }
-            let seg = segments[i - 1].clone();
-            let position = seg.index.borrow().floor_position((offset - seg.base_offset) as u32);
-            (seg, position)
-        };
-        let mut picked = None;
-        if let Some(taken) = ahead.and_then(|a| a.take(&seg, offset)) {
-            let (at, len) = (taken.position, taken.len);
-            if let Some(buf) = taken.bytes().await {
-                if let segment::Pick::Found(p) = segment::pick(buf, at, len, offset, max_bytes, end_offset) {
-                    picked = Some(p);
+        }
+        async move {
+            let Some((seg, position)) = found else { return Ok(Read::Nothing) };
+            if deferred {
+                return Ok(Read::Deferred);
+            }
+            let mut picked = None;
+            if let Some(taken) = taken {
+                let (at, len) = (taken.position, taken.len);
+                if let Some(buf) = taken.bytes().await {
+                    if let segment::Pick::Found(p) =
+                        segment::pick(buf, at, len, offset, max_bytes, end_offset)
+                    {
+                        picked = Some(p);
+                    }
                 }
             }
-        }
-        let picked = match picked {
-            Some(p) => p,
-            None => match seg.read_batches(u64::from(position), offset, max_bytes, end_offset).await? {
+            let picked = match picked {
                 Some(p) => p,
-                None => return Ok(None),
-            },
-        };
-        if let Some(ahead) = ahead.filter(|_| picked.end_position < seg.size_bytes.get()) {
-            let len = seg.read_len(picked.end_position, max_bytes);
-            ahead.start(seg, picked.next_offset, picked.end_position, len);
+                None => match seg.read_batches(u64::from(position), offset, max_bytes, end_offset).await? {
+                    Some(p) => p,
+                    None => return Ok(Read::Nothing),
+                },
+            };
+            if let Some(fetch) = fetch.filter(|_| picked.end_position < seg.size_bytes.get()) {
+                let len = seg.read_len(picked.end_position, max_bytes);
+                fetch.read_on(seg, picked.next_offset, picked.end_position, len);
+            }
+            Ok(Read::Batches(picked.bytes))
         }
-        Ok(Some(picked.bytes))
+    }
+
+    /// Whether a read is made ahead for a fetch of `offset`.
+    pub fn is_read_ahead(&self, offset: i64, ahead: &ReadAhead) -> bool {
+        self.segment_for(offset).is_some_and(|(seg, _)| ahead.has(&seg, offset))
+    }
+
+    /// The segment holding `offset`, and the indexed position at or before it.
+    fn segment_for(&self, offset: i64) -> Option<(Rc<Segment>, u32)> {
+        let segments = self.segments.borrow();
+        let i = segments.partition_point(|s| s.base_offset <= offset);
+        let seg = segments.get(i.checked_sub(1)?)?.clone();
+        let position = seg.index.borrow().floor_position((offset - seg.base_offset) as u32);
+        Some((seg, position))
     }
 
     /// The first batch whose max timestamp is at least `timestamp`: its base offset and max

@@ -1,4 +1,4 @@
-//! Reading ahead for consumers that read from disk.
+//! Reading ahead for consumers that read from disk, and the share of read memory each fetch gets.
 //!
 //! A consumer keeps one fetch in flight, so without help the disk idles while a response travels
 //! to it and the next fetch comes back: the page cache's read-ahead fills that gap for a broker
@@ -9,6 +9,15 @@
 //! Reads made ahead are kept per shard, newest last, and the oldest are dropped (cancelled if
 //! still under way) once they hold more than the limit (a quarter of the I/O memory), so what a
 //! consumer that stops, or jumps elsewhere, leaves behind stays within it.
+//!
+//! A fetch may read as much from disk as may be read ahead ([`FetchReads`]): one response on its
+//! way while the next is read, together within the half of the I/O memory that reads may hold
+//! (`read_buf`). A fetch of more partitions than that covers (32 partitions of 1 MiB each, say)
+//! reads the first of them and leaves the rest, empty, for the fetches after it, as Kafka may
+//! when `max_bytes` runs out. It starts reading ahead for those it left, in order, so the next
+//! fetch finds them read and starts there: the partitions take turns, and the memory in flight
+//! stays within what the I/O memory holds, rather than spilling into fresh heap memory that
+//! costs a page fault per page.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -24,6 +33,9 @@ pub struct ReadAhead {
     limit_bytes: usize,
     /// Fetches that found their read made ahead.
     taken: Cell<u64>,
+    /// Where a fetch with no read made ahead starts taking its partitions, moved on by one each
+    /// time, so that no partition is always last.
+    turn: Cell<usize>,
 }
 
 struct Ahead {
@@ -62,11 +74,52 @@ impl Taken {
 impl ReadAhead {
     /// Reads made ahead hold at most `limit_bytes`; 0 turns reading ahead off.
     pub fn new(limit_bytes: usize) -> ReadAhead {
-        ReadAhead { reads: RefCell::new(VecDeque::new()), limit_bytes, taken: Cell::new(0) }
+        ReadAhead {
+            reads: RefCell::new(VecDeque::new()),
+            limit_bytes,
+            taken: Cell::new(0),
+            turn: Cell::new(0),
+        }
+    }
+
+    /// Whether a read is made ahead for a fetch of `offset` in `segment`.
+    pub fn has(&self, segment: &Rc<Segment>, offset: i64) -> bool {
+        self.reads.borrow().iter().any(|a| a.is_for(segment, offset))
+    }
+
+    /// The order in which a fetch of `count` partitions takes them: from the first whose read
+    /// is made ahead after one whose is not (where the previous fetch left off), all of them in
+    /// turn; from the first when all are made ahead; with none made ahead, from a start that
+    /// moves on with each such fetch.
+    pub fn order(&self, made_ahead: &[bool]) -> impl Iterator<Item = usize> {
+        let count = made_ahead.len();
+        let resumes = (0..count).find(|&i| made_ahead[i] && !made_ahead[(i + count - 1) % count]);
+        let start = resumes.unwrap_or_else(|| {
+            if made_ahead.iter().any(|&m| m) {
+                return 0;
+            }
+            let turn = self.turn.get();
+            self.turn.set(turn.wrapping_add(1));
+            turn % count.max(1)
+        });
+        (0..count).map(move |i| (start + i) % count)
+    }
+
+    /// The reads of one fetch, allowed `max_bytes` in all and at most the limit (when reading
+    /// ahead is on).
+    pub fn fetch(&self, max_bytes: usize) -> FetchReads<'_> {
+        let allowed = if self.limit_bytes == 0 { max_bytes } else { max_bytes.min(self.limit_bytes) };
+        FetchReads {
+            ahead: self,
+            left: Cell::new(allowed),
+            started: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
+            left_some: Cell::new(false),
+        }
     }
 
     /// The read made ahead for a fetch of `offset` in `segment`, if there is one.
-    pub fn take(&self, segment: &Rc<Segment>, offset: i64) -> Option<Taken> {
+    fn take(&self, segment: &Rc<Segment>, offset: i64) -> Option<Taken> {
         let mut reads = self.reads.borrow_mut();
         let i = reads.iter().position(|a| a.is_for(segment, offset))?;
         let ahead = reads.remove(i)?;
@@ -76,7 +129,7 @@ impl ReadAhead {
 
     /// Starts reading `len` bytes at `position` of `segment`, where `offset` begins, for the
     /// fetch that will ask for it. Drops the oldest reads made ahead to stay within the limit.
-    pub fn start(&self, segment: Rc<Segment>, offset: i64, position: u64, len: usize) {
+    fn start(&self, segment: Rc<Segment>, offset: i64, position: u64, len: usize) {
         if len == 0 || len > self.limit_bytes {
             return;
         }
@@ -104,5 +157,74 @@ impl ReadAhead {
     #[cfg(test)]
     pub fn taken(&self) -> u64 {
         self.taken.get()
+    }
+}
+
+/// One fetch's reads from disk on a shard (see the module's documentation). Its partitions'
+/// reads are decided in the order they are asked for (`ReadAhead::order`).
+pub struct FetchReads<'a> {
+    ahead: &'a ReadAhead,
+    /// Bytes this fetch may still read.
+    left: Cell<usize>,
+    /// Whether this fetch has read anything: its first read is allowed whatever its size, so
+    /// that every fetch moves its consumer on.
+    started: Cell<bool>,
+    /// Reads left for later fetches, in the order they were left, until they are read ahead.
+    deferred: RefCell<Vec<Deferred>>,
+    /// Whether any read was left for a later fetch.
+    left_some: Cell<bool>,
+}
+
+struct Deferred {
+    segment: Rc<Segment>,
+    offset: i64,
+    position: u64,
+    len: usize,
+}
+
+impl FetchReads<'_> {
+    /// The read made ahead for `offset` in `segment`, counted against this fetch.
+    pub fn take(&self, segment: &Rc<Segment>, offset: i64) -> Option<Taken> {
+        let taken = self.ahead.take(segment, offset)?;
+        self.left.set(self.left.get().saturating_sub(taken.len));
+        self.started.set(true);
+        Some(taken)
+    }
+
+    /// Whether this fetch may read `len` bytes at `position` of `segment` for `offset`; if not,
+    /// the read is left for a later fetch.
+    pub fn allow(&self, segment: &Rc<Segment>, offset: i64, position: u64, len: usize) -> bool {
+        if self.started.get() && len > self.left.get() {
+            self.deferred.borrow_mut().push(Deferred { segment: segment.clone(), offset, position, len });
+            self.left_some.set(true);
+            return false;
+        }
+        self.left.set(self.left.get().saturating_sub(len));
+        self.started.set(true);
+        true
+    }
+
+    /// After a read that ended at `position` in `segment`, where `offset` starts: reads `len`
+    /// bytes there ahead for the next fetch, unless this fetch left partitions for later (their
+    /// turn comes first, and `read_ahead_deferred` reads ahead for them).
+    pub fn read_on(&self, segment: Rc<Segment>, offset: i64, position: u64, len: usize) {
+        if !self.left_some.get() {
+            self.ahead.start(segment, offset, position, len);
+        }
+    }
+
+    /// Starts reading ahead for the reads left to later fetches, in the order they were left,
+    /// as far as the limit allows. Called once this fetch's own reads are decided: the reads it
+    /// makes and those it starts ahead fit the memory together, and the disk then has the next
+    /// fetch's reads queued behind this one's.
+    pub fn read_ahead_deferred(&self) {
+        let mut room = self.ahead.limit_bytes;
+        for d in self.deferred.take() {
+            if d.len > room {
+                break;
+            }
+            room -= d.len;
+            self.ahead.start(d.segment, d.offset, d.position, d.len);
+        }
     }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::index::{OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
 use super::read_ahead::ReadAhead;
+use super::Read;
 use super::{segment, PartitionLog, RecoveryReport};
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::tests::make_batch;
@@ -130,13 +131,17 @@ fn assert_run(all: &[Bytes], got: &[u8], first: usize) {
 async fn assert_reads(log: &PartitionLog, all: &[Bytes]) {
     let end = log.next_offset();
     for offset in 0..end {
-        let got =
-            log.read(offset, 1 << 30, end, None).await.unwrap().expect("data at every offset below the end");
+        let got = log
+            .read(offset, 1 << 30, end, None)
+            .await
+            .unwrap()
+            .batches()
+            .expect("data at every offset below the end");
         assert_run(all, &got, containing(all, offset));
     }
     let mut walked = Vec::new();
     let mut offset = 0;
-    while let Some(got) = log.read(offset, 1, end, None).await.unwrap() {
+    while let Some(got) = log.read(offset, 1, end, None).await.unwrap().batches() {
         let batches = split(&got);
         assert_eq!(batches.len(), 1, "max_bytes 1 returns exactly one batch");
         offset = header(batches[0]).last_offset() + 1;
@@ -144,7 +149,7 @@ async fn assert_reads(log: &PartitionLog, all: &[Bytes]) {
     }
     assert_eq!(offset, end);
     assert_eq!(walked, all.concat());
-    assert!(log.read(end, 1 << 20, end, None).await.unwrap().is_none());
+    assert!(log.read(end, 1 << 20, end, None).await.unwrap().batches().is_none());
 }
 
 /// `(base offset, path)` of the files with this extension, by base offset.
@@ -233,7 +238,7 @@ fn empty_log_opens_reads_and_reopens() {
         assert!(report.truncated.is_none());
         assert_eq!(report.rebuilt_indexes, 0);
         assert_eq!((log.next_offset(), log.log_start_offset()), (0, 0));
-        assert!(log.read(0, 1 << 20, 0, None).await.unwrap().is_none());
+        assert!(log.read(0, 1 << 20, 0, None).await.unwrap().batches().is_none());
         assert!(log.max_timestamp().await.unwrap().is_none());
         assert!(log.offset_for_timestamp(0).await.unwrap().is_none());
         let names = |dir: &Path| {
@@ -273,31 +278,31 @@ fn appended_batches_read_back_from_any_offset() {
         assert_eq!(end, all.iter().map(|b| header(b).offset_count()).sum::<i64>());
 
         // From offset 0 with room for everything: the whole log in one piece.
-        assert_eq!(log.read(0, 1 << 20, end, None).await.unwrap().unwrap(), all.concat());
+        assert_eq!(log.read(0, 1 << 20, end, None).await.unwrap().batches().unwrap(), all.concat());
 
         // From inside a multi-record batch: that whole batch first.
         let multi = all.iter().position(|b| header(b).records_count.get() >= 3).unwrap();
         let inside = header(&all[multi]).base_offset() + 2;
-        let got = log.read(inside, 1 << 20, end, None).await.unwrap().unwrap();
+        let got = log.read(inside, 1 << 20, end, None).await.unwrap().batches().unwrap();
         assert_eq!(got, all[multi..].concat());
 
         // max_bytes smaller than one batch still returns that batch, whole.
         for max_bytes in [0, 1, HEADER_BYTES, all[multi].len() - 1] {
-            let got = log.read(inside, max_bytes, end, None).await.unwrap().unwrap();
+            let got = log.read(inside, max_bytes, end, None).await.unwrap().batches().unwrap();
             assert_eq!(got, all[multi], "max_bytes {max_bytes}");
         }
         // Further batches only while they fit.
         let two = all[0].len() + all[1].len();
-        assert_eq!(log.read(0, two - 1, end, None).await.unwrap().unwrap(), all[0]);
-        assert_eq!(log.read(0, two, end, None).await.unwrap().unwrap(), all[..2].concat());
+        assert_eq!(log.read(0, two - 1, end, None).await.unwrap().batches().unwrap(), all[0]);
+        assert_eq!(log.read(0, two, end, None).await.unwrap().batches().unwrap(), all[..2].concat());
 
         // end_offset bounds what is returned.
         let stop = header(&all[5]).base_offset();
-        assert_eq!(log.read(0, 1 << 20, stop, None).await.unwrap().unwrap(), all[..5].concat());
+        assert_eq!(log.read(0, 1 << 20, stop, None).await.unwrap().batches().unwrap(), all[..5].concat());
 
         // At and beyond the end: nothing.
-        assert!(log.read(end, 1 << 20, end, None).await.unwrap().is_none());
-        assert!(log.read(end + 100, 1 << 20, end + 200, None).await.unwrap().is_none());
+        assert!(log.read(end, 1 << 20, end, None).await.unwrap().batches().is_none());
+        assert!(log.read(end + 100, 1 << 20, end + 200, None).await.unwrap().batches().is_none());
 
         assert_reads(&log, &all).await;
     });
@@ -338,7 +343,7 @@ fn close_and_reopen_keep_offsets_indexes_and_data() {
         let end = log.next_offset();
         let mut before = Vec::new();
         for offset in 0..end {
-            before.push(log.read(offset, 700, end, None).await.unwrap());
+            before.push(log.read(offset, 700, end, None).await.unwrap().batches());
         }
         log.close().await.unwrap();
         drop(log);
@@ -359,7 +364,7 @@ fn close_and_reopen_keep_offsets_indexes_and_data() {
         assert_eq!(log.next_offset(), end);
         for offset in 0..end {
             assert_eq!(
-                log.read(offset, 700, end, None).await.unwrap(),
+                log.read(offset, 700, end, None).await.unwrap().batches(),
                 before[offset as usize],
                 "offset {offset}"
             );
@@ -395,7 +400,7 @@ fn segments_roll_at_segment_bytes_and_recover() {
         assert_reads(&log, &all).await;
         // A read stops at the end of its segment.
         let second_base = log.segments.borrow()[1].base_offset;
-        let got = log.read(0, 1 << 30, end, None).await.unwrap().unwrap();
+        let got = log.read(0, 1 << 30, end, None).await.unwrap().batches().unwrap();
         let in_first: Vec<Bytes> =
             all.iter().filter(|b| header(b).base_offset() < second_base).cloned().collect();
         assert_eq!(got, in_first.concat());
@@ -895,12 +900,12 @@ fn one_append_larger_than_the_largest_write() {
         assert_eq!(log.next_offset(), next);
 
         let check = |log: PartitionLog, all: Vec<Bytes>| async move {
-            assert_eq!(log.read(0, 32 << 20, next, None).await.unwrap().unwrap(), all.concat());
+            assert_eq!(log.read(0, 32 << 20, next, None).await.unwrap().batches().unwrap(), all.concat());
             for (i, b) in all.iter().enumerate() {
                 let last = header(b).last_offset();
-                assert_eq!(log.read(last, 1, next, None).await.unwrap().unwrap(), *b, "batch {i}");
+                assert_eq!(log.read(last, 1, next, None).await.unwrap().batches().unwrap(), *b, "batch {i}");
             }
-            assert!(log.read(next, 1 << 20, next, None).await.unwrap().is_none());
+            assert!(log.read(next, 1 << 20, next, None).await.unwrap().batches().is_none());
             log
         };
         let log = check(log, all.clone()).await;
@@ -940,7 +945,7 @@ fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
         assert!(kept >= 1500, "{kept} bytes kept");
         let start = log.log_start_offset();
         assert_eq!(start, files(dir.path(), "log")[0].0, "log start is the first segment kept");
-        assert!(log.read(start, 1 << 20, log.next_offset(), None).await.unwrap().is_some());
+        assert!(log.read(start, 1 << 20, log.next_offset(), None).await.unwrap().batches().is_some());
 
         // retention.ms: every sealed segment is older than this; the active one stays.
         cfg.retention_bytes = -1;
@@ -1010,7 +1015,11 @@ async fn walk(
     ahead: Option<&ReadAhead>,
 ) -> Vec<Bytes> {
     let mut steps = Vec::new();
-    while let Some(got) = log.read(offset, max_bytes, end, ahead).await.unwrap() {
+    loop {
+        let fetch = ahead.map(|a| a.fetch(usize::MAX));
+        let Some(got) = log.read(offset, max_bytes, end, fetch.as_ref()).await.unwrap().batches() else {
+            break;
+        };
         assert_run(all, &got, containing(all, offset));
         let batches = split(&got);
         assert!(
@@ -1070,18 +1079,23 @@ fn reads_made_ahead_keep_to_the_fetch_and_see_later_appends() {
         append(&log, &mut all, &[(2, 10), (3, 11), (1, 12), (2, 13)], 1500).await;
         let ahead = ReadAhead::new(1 << 20);
         let end = log.next_offset();
-        let first = log.read(0, all[0].len(), end, Some(&ahead)).await.unwrap().unwrap();
+        let first =
+            log.read(0, all[0].len(), end, Some(&ahead.fetch(usize::MAX))).await.unwrap().batches().unwrap();
         assert_eq!(first, all[0]);
         assert_eq!(ahead.pending(), 1);
         // The bound of a fetch holds for a read made ahead too.
         let next = header(&all[0]).last_offset() + 1;
         let stop = header(&all[2]).base_offset();
-        assert_eq!(log.read(next, 1 << 20, stop, Some(&ahead)).await.unwrap().unwrap(), all[1]);
+        assert_eq!(
+            log.read(next, 1 << 20, stop, Some(&ahead.fetch(usize::MAX))).await.unwrap().batches().unwrap(),
+            all[1]
+        );
         assert_eq!(ahead.taken(), 1);
 
         // Appends made while a read ahead is out: whether it saw them or not, the walk on from
         // it returns every batch once, in order.
-        let first = log.read(0, all[0].len(), end, Some(&ahead)).await.unwrap().unwrap();
+        let first =
+            log.read(0, all[0].len(), end, Some(&ahead.fetch(usize::MAX))).await.unwrap().batches().unwrap();
         assert_eq!(first, all[0]);
         append(&log, &mut all, &[(4, 14), (1, 15), (2, 16)], 1500).await;
         let steps = walk(&log, &all, next, log.next_offset(), 5000, Some(&ahead)).await;
@@ -1101,7 +1115,7 @@ fn reads_made_ahead_stay_within_their_limit() {
         let max_bytes = 4096;
 
         let none = ReadAhead::new(max_bytes - 1);
-        log.read(0, max_bytes, end, Some(&none)).await.unwrap().unwrap();
+        log.read(0, max_bytes, end, Some(&none.fetch(usize::MAX))).await.unwrap().batches().unwrap();
         assert_eq!(none.pending(), 0, "a read larger than the limit is not made ahead");
 
         // Room for two: a third consumer's read drops the oldest. One record per batch, so a
@@ -1109,15 +1123,130 @@ fn reads_made_ahead_stay_within_their_limit() {
         let two = ReadAhead::new(2 * max_bytes);
         let mut next = Vec::new();
         for offset in [0, 10, 20] {
-            let got = log.read(offset, max_bytes, end, Some(&two)).await.unwrap().unwrap();
+            let got = log
+                .read(offset, max_bytes, end, Some(&two.fetch(usize::MAX)))
+                .await
+                .unwrap()
+                .batches()
+                .unwrap();
             next.push(offset + split(&got).len() as i64);
         }
         assert_eq!(two.pending(), 2);
-        let plain = log.read(next[0], max_bytes, end, None).await.unwrap().unwrap();
-        assert_eq!(log.read(next[0], max_bytes, end, Some(&two)).await.unwrap().unwrap(), plain);
+        let plain = log.read(next[0], max_bytes, end, None).await.unwrap().batches().unwrap();
+        assert_eq!(
+            log.read(next[0], max_bytes, end, Some(&two.fetch(usize::MAX))).await.unwrap().batches().unwrap(),
+            plain
+        );
         assert_eq!(two.taken(), 0, "the oldest read made ahead was dropped");
-        let plain = log.read(next[2], max_bytes, end, None).await.unwrap().unwrap();
-        assert_eq!(log.read(next[2], max_bytes, end, Some(&two)).await.unwrap().unwrap(), plain);
+        let plain = log.read(next[2], max_bytes, end, None).await.unwrap().batches().unwrap();
+        assert_eq!(
+            log.read(next[2], max_bytes, end, Some(&two.fetch(usize::MAX))).await.unwrap().batches().unwrap(),
+            plain
+        );
         assert_eq!(two.taken(), 1, "the newest was kept");
+    });
+}
+
+#[test]
+fn a_fetch_resumes_where_the_reads_made_ahead_begin() {
+    let ahead = ReadAhead::new(1 << 20);
+    let order = |made: &[bool]| ahead.order(made).collect::<Vec<_>>();
+    assert_eq!(order(&[false, false, true, true]), [2, 3, 0, 1]);
+    assert_eq!(order(&[true, false, false, true]), [3, 0, 1, 2], "a run of reads may wrap around");
+    assert_eq!(order(&[true, true, true]), [0, 1, 2]);
+    // With none made ahead, the start moves on with each fetch, so no partition is always last.
+    let starts: Vec<usize> = (0..4).map(|_| order(&[false; 3])[0]).collect();
+    assert_eq!(starts, [0, 1, 2, 0]);
+    assert!(order(&[]).is_empty());
+}
+
+/// Fetches every log from its offset in `offsets`, as a shard serves one fetch (`Shard::fetch`):
+/// in the order the reads made ahead give, each read decided in turn, the deferred ones then
+/// read ahead.
+async fn fetch_logs(
+    logs: &[PartitionLog],
+    offsets: &[i64],
+    max_bytes: usize,
+    ahead: &ReadAhead,
+) -> Vec<Read> {
+    let made: Vec<bool> = logs.iter().zip(offsets).map(|(log, &o)| log.is_read_ahead(o, ahead)).collect();
+    let order: Vec<usize> = ahead.order(&made).collect();
+    let fetch = ahead.fetch(usize::MAX);
+    // A partition at its end is answered without a read, as `Partition::fetch` does.
+    let reads: Vec<_> = order
+        .iter()
+        .map(|&i| {
+            (offsets[i] < logs[i].next_offset())
+                .then(|| logs[i].read(offsets[i], max_bytes, logs[i].next_offset(), Some(&fetch)))
+        })
+        .collect();
+    fetch.read_ahead_deferred();
+    let reads = reads.into_iter().map(|r| async move {
+        match r {
+            Some(r) => r.await.unwrap(),
+            None => Read::Nothing,
+        }
+    });
+    let mut answers: Vec<(usize, Read)> =
+        order.into_iter().zip(futures::future::join_all(reads).await).collect();
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, r)| r).collect()
+}
+
+#[test]
+fn a_fetch_reads_its_share_and_the_partitions_take_turns() {
+    run(|| async {
+        let dir = test_dir();
+        let max_bytes = 8192;
+        // Room for two partitions' reads in a fetch, and two read ahead.
+        let ahead = ReadAhead::new(2 * max_bytes);
+        let mut logs = Vec::new();
+        let mut all = Vec::new();
+        for p in 0..6 {
+            let (log, _) = open(&dir.path().join(format!("p{p}")), &config(1 << 30, 1024)).await;
+            let mut batches = Vec::new();
+            let specs: Vec<(i32, i64)> = (0..30).map(|i| (1 + i % 2, i64::from(i))).collect();
+            append(&log, &mut batches, &specs, 900).await;
+            logs.push(log);
+            all.push(batches);
+        }
+        let mut offsets = vec![0i64; logs.len()];
+        let mut first_served = vec![None; logs.len()];
+        let mut got: Vec<Vec<Bytes>> = vec![Vec::new(); logs.len()];
+        let mut fetches = 0;
+        while offsets.iter().zip(&logs).any(|(&o, log)| o < log.next_offset()) {
+            fetches += 1;
+            assert!(fetches < 100, "no end in sight: {offsets:?}");
+            let with_data = offsets.iter().zip(&logs).filter(|(&o, log)| o < log.next_offset()).count();
+            let answers = fetch_logs(&logs, &offsets, max_bytes, &ahead).await;
+            let mut served = 0;
+            let mut deferred = 0;
+            for (p, answer) in answers.into_iter().enumerate() {
+                match answer {
+                    Read::Batches(b) => {
+                        served += 1;
+                        first_served[p].get_or_insert(fetches);
+                        offsets[p] = header(split(&b).last().unwrap()).last_offset() + 1;
+                        got[p].push(b);
+                    }
+                    Read::Deferred => deferred += 1,
+                    Read::Nothing => assert_eq!(offsets[p], logs[p].next_offset(), "partition {p} has more"),
+                }
+            }
+            assert!(served >= 1, "every fetch moves on");
+            assert!(served <= 2, "fetch {fetches} read {served} partitions");
+            assert_eq!(
+                served + deferred,
+                with_data,
+                "fetch {fetches}: each partition read or left for later"
+            );
+        }
+        for p in 0..logs.len() {
+            assert_eq!(got[p].concat(), all[p].concat(), "partition {p} whole and in order");
+        }
+        // Two partitions a fetch: all six had their first turn in the first three fetches.
+        assert!(first_served.iter().all(|f| f.is_some_and(|f| f <= 3)), "{first_served:?}");
+        // After the first, every fetch took the reads made ahead for it.
+        assert!(ahead.taken() as usize >= 2 * (fetches - 2), "{} of {fetches}", ahead.taken());
     });
 }

@@ -81,6 +81,9 @@ pub struct Fetched {
     pub log_start_offset: i64,
     /// The batches, from the cache or the log; the first holds the fetch offset.
     pub batches: Vec<Chunk>,
+    /// The partition has data at the offset, left for a later fetch: this one read as much from
+    /// disk as the shard lets one fetch read (`log::read_ahead::FetchReads`).
+    pub deferred: bool,
 }
 
 impl Fetched {
@@ -168,6 +171,9 @@ pub enum ShardRequest {
     },
     Fetch {
         items: Vec<FetchItem>,
+        /// The fetch's `max_bytes`: what the shard reads from disk for it stays within this,
+        /// bar the first read.
+        max_bytes: usize,
         reply: Reply<Vec<Result<Fetched, PartitionError>>>,
     },
     /// Answered as soon as any partition's high watermark passes its offset, or at `deadline`.

@@ -55,6 +55,39 @@ impl Shard {
         })
     }
 
+    /// Reads a fetch's partitions, concurrently, so that one slow read does not delay the rest.
+    /// What each may read from disk is decided in turn (`read_ahead::FetchReads`), starting
+    /// where the consumer's previous fetch left off; the answers keep the fetch's order.
+    async fn fetch(&self, items: Vec<FetchItem>, max_bytes: usize) -> Vec<Result<Fetched, PartitionError>> {
+        let found: Vec<_> = items.iter().map(|item| self.partition(&item.tp)).collect();
+        let made_ahead: Vec<bool> = items
+            .iter()
+            .zip(&found)
+            .map(|(item, p)| p.as_ref().is_ok_and(|p| p.is_read_ahead(item.offset, &self.read_ahead)))
+            .collect();
+        let order: Vec<usize> = self.read_ahead.order(&made_ahead).collect();
+        let reads = self.read_ahead.fetch(max_bytes);
+        // Collected here, so each partition's read is decided now, in this order.
+        let fetches: Vec<_> = order
+            .iter()
+            .map(|&i| {
+                let item = &items[i];
+                let fetch = found[i].as_ref().map(|p| p.fetch(item.offset, item.max_bytes, Some(&reads)));
+                async move {
+                    match fetch {
+                        Ok(f) => f.await,
+                        Err(e) => Err(e.clone()),
+                    }
+                }
+            })
+            .collect();
+        reads.read_ahead_deferred();
+        let answers = futures::future::join_all(fetches).await;
+        let mut answers: Vec<_> = order.into_iter().zip(answers).collect();
+        answers.sort_unstable_by_key(|(i, _)| *i);
+        answers.into_iter().map(|(_, answer)| answer).collect()
+    }
+
     fn partition(&self, tp: &TopicPartition) -> Result<Rc<Partition>, PartitionError> {
         self.partitions.borrow().get(tp).cloned().ok_or(PartitionError::UnknownTopicOrPartition)
     }
@@ -84,16 +117,7 @@ impl Shard {
 
     async fn handle(&self, request: ShardRequest) {
         match request {
-            ShardRequest::Fetch { items, reply } => {
-                // Partitions read from disk concurrently: one slow read does not delay the rest.
-                let reads = items.into_iter().map(|item| async move {
-                    match self.partition(&item.tp) {
-                        Ok(p) => p.fetch(item.offset, item.max_bytes).await,
-                        Err(e) => Err(e),
-                    }
-                });
-                reply.send(futures::future::join_all(reads).await);
-            }
+            ShardRequest::Fetch { items, max_bytes, reply } => reply.send(self.fetch(items, max_bytes).await),
             ShardRequest::WaitForData { items, deadline, reply } => {
                 self.wait_for_data(items, deadline, reply).await
             }
@@ -221,8 +245,7 @@ impl Shard {
         if report.rebuilt_indexes > 0 {
             eprintln!("pinion: {tp}: rebuilt {} segment indexes", report.rebuilt_indexes);
         }
-        let partition =
-            Partition::start(tp.clone(), log, config, self.budget.clone(), Some(self.read_ahead.clone()));
+        let partition = Partition::start(tp.clone(), log, config, self.budget.clone());
         partition.restore_producers(&report.producer_batches);
         self.partitions.borrow_mut().insert(tp, partition);
         Ok(())

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -13,8 +14,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use super::messages::{Acks, Appended, Fetched, TopicPartition};
 use super::producers::{BatchSeq, Check, Producers};
 use crate::buffers::ChunkBuf;
-use crate::log::read_ahead::ReadAhead;
-use crate::log::PartitionLog;
+use crate::log::read_ahead::{FetchReads, ReadAhead};
+use crate::log::{PartitionLog, Read};
 use crate::metadata::configs::LogConfig;
 use crate::protocol::batch::{self, Chunk};
 use crate::protocol::errors::PartitionError;
@@ -98,8 +99,6 @@ pub struct Partition {
     state: RefCell<State>,
     wake: LocalSender<()>,
     budget: Rc<CacheBudget>,
-    /// The shard's reads made ahead for consumers reading from disk; none for internal logs.
-    read_ahead: Option<Rc<ReadAhead>>,
 }
 
 impl Partition {
@@ -109,7 +108,6 @@ impl Partition {
         log: PartitionLog,
         config: LogConfig,
         budget: Rc<CacheBudget>,
-        read_ahead: Option<Rc<ReadAhead>>,
     ) -> Rc<Partition> {
         let end = log.next_offset();
         let (wake, wakeup) = local_channel::new_bounded(1);
@@ -133,7 +131,6 @@ impl Partition {
             }),
             wake,
             budget,
-            read_ahead,
         });
         glommio::spawn_local(flusher(partition.clone(), wakeup)).detach();
         partition
@@ -288,40 +285,68 @@ impl Partition {
     }
 
     /// Batches from `offset` on, up to `max_bytes` (the first one always whole), from the cache
-    /// when it still holds `offset`, else from disk.
-    pub async fn fetch(&self, offset: i64, max_bytes: usize) -> Result<Fetched, PartitionError> {
-        let (hwm, from_cache) = {
-            let st = self.state.borrow();
-            let log_start = self.log.log_start_offset();
-            if offset < log_start || offset > st.high_watermark {
-                return Err(PartitionError::OffsetOutOfRange {
-                    offset,
-                    log_start,
-                    log_end: st.high_watermark,
-                });
-            }
-            (st.high_watermark, cached_from(&st.cache, offset, max_bytes, st.high_watermark))
-        };
-        let mut fetched = Fetched {
-            high_watermark: hwm,
-            log_start_offset: self.log.log_start_offset(),
-            batches: Vec::new(),
-        };
-        if offset == hwm {
-            return Ok(fetched);
-        }
-        match from_cache {
-            Some(batches) => fetched.batches = batches,
-            None => {
-                let read = self.log.read(offset, max_bytes, hwm, self.read_ahead.as_deref()).await;
-                let bytes = read.map_err(|e| {
+    /// when it still holds `offset`, else from disk within what `reads` allows this fetch. What
+    /// to read, and whether to leave the read for a later fetch, is decided when this is called
+    /// (`PartitionLog::read`).
+    pub fn fetch<'a>(
+        &'a self,
+        offset: i64,
+        max_bytes: usize,
+        reads: Option<&'a FetchReads<'a>>,
+    ) -> impl Future<Output = Result<Fetched, PartitionError>> + 'a {
+        let planned = self.plan_fetch(offset, max_bytes).map(|(mut fetched, from_cache)| {
+            let read = match from_cache {
+                Some(batches) => {
+                    fetched.batches = batches;
+                    None
+                }
+                None if offset == fetched.high_watermark => None,
+                None => Some(self.log.read(offset, max_bytes, fetched.high_watermark, reads)),
+            };
+            (fetched, read)
+        });
+        async move {
+            let (mut fetched, read) = planned?;
+            let Some(read) = read else { return Ok(fetched) };
+            match read.await {
+                Ok(Read::Batches(bytes)) => fetched.batches.push(Chunk::stored(bytes)),
+                Ok(Read::Nothing) => {}
+                Ok(Read::Deferred) => fetched.deferred = true,
+                Err(e) => {
                     eprintln!("pinion: {}: fetch at offset {offset}: {e}", self.tp);
-                    PartitionError::Storage(e.to_string())
-                })?;
-                fetched.batches.extend(bytes.map(Chunk::stored));
+                    return Err(PartitionError::Storage(e.to_string()));
+                }
             }
+            Ok(fetched)
         }
-        Ok(fetched)
+    }
+
+    /// The offsets a fetch of `offset` answers with, and the cached batches from it when the
+    /// cache still holds it.
+    fn plan_fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Fetched, Option<Vec<Chunk>>), PartitionError> {
+        let st = self.state.borrow();
+        let log_start = self.log.log_start_offset();
+        if offset < log_start || offset > st.high_watermark {
+            return Err(PartitionError::OffsetOutOfRange { offset, log_start, log_end: st.high_watermark });
+        }
+        let fetched = Fetched {
+            high_watermark: st.high_watermark,
+            log_start_offset: log_start,
+            batches: Vec::new(),
+            deferred: false,
+        };
+        Ok((fetched, cached_from(&st.cache, offset, max_bytes, st.high_watermark)))
+    }
+
+    /// Whether a read is made ahead for a fetch of `offset` (which the cache no longer holds).
+    pub fn is_read_ahead(&self, offset: i64, ahead: &ReadAhead) -> bool {
+        let st = self.state.borrow();
+        let cached = st.cache.front().and_then(Chunk::first_offsets).is_some_and(|(base, _)| base <= offset);
+        !cached && self.log.is_read_ahead(offset, ahead)
     }
 
     /// Registers `waiter` to fire when the high watermark passes `offset`; false if it already has.
