@@ -29,7 +29,13 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(router: &Rc<Router>, correlation_id: i32, version: i16, req: FetchRequest) -> Response {
+pub async fn handle(
+    router: &Rc<Router>,
+    connection: u64,
+    correlation_id: i32,
+    version: i16,
+    req: FetchRequest,
+) -> Response {
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut wanted = Vec::new();
     // Partitions that cannot be fetched, answered with an error right away.
@@ -73,8 +79,13 @@ pub async fn handle(router: &Rc<Router>, correlation_id: i32, version: i16, req:
             .iter()
             .map(|w| (w.shard, FetchItem { tp: w.tp.clone(), offset: w.offset, max_bytes: w.max_bytes }))
             .collect();
-        let results =
-            scatter::ask(router, items, |items, reply| ShardRequest::Fetch { items, max_bytes, reply }).await;
+        let results = scatter::ask(router, items, |items, reply| ShardRequest::Fetch {
+            items,
+            max_bytes,
+            connection,
+            reply,
+        })
+        .await;
         let bytes: usize = results.iter().flatten().flatten().map(Fetched::bytes).sum();
         let any_error = results.iter().any(|r| !matches!(r, Some(Ok(_))));
         // Data left for the next fetch is there to be had: no reason to wait for more.

@@ -76,8 +76,14 @@ pub fn served_versions(key: ApiKey) -> Option<(i16, i16)> {
 
 /// Decodes a request frame and starts answering it. Produce requests reach their shards before
 /// this returns, so a connection's produce requests keep their order. An error here means the
-/// frame is malformed and the connection must close.
-pub async fn dispatch(router: &Rc<Router>, frame: Bytes, peer: &Rc<str>) -> Result<Dispatched, FrameError> {
+/// frame is malformed and the connection must close. `connection` is the number the router
+/// gave the connection.
+pub async fn dispatch(
+    router: &Rc<Router>,
+    frame: Bytes,
+    peer: &Rc<str>,
+    connection: u64,
+) -> Result<Dispatched, FrameError> {
     let parsed = codec::decode_header(frame)?;
     let (key, header) = (parsed.api_key, parsed.header);
     let version = header.request_api_version;
@@ -128,7 +134,7 @@ pub async fn dispatch(router: &Rc<Router>, frame: Bytes, peer: &Rc<str>) -> Resu
             }))
         }
         RequestKind::Fetch(req) => later(Box::pin(async move {
-            Outcome::Send(fetch::handle(&router, correlation_id, version, req).await)
+            Outcome::Send(fetch::handle(&router, connection, correlation_id, version, req).await)
         })),
         RequestKind::ListOffsets(req) => later(Box::pin(async move {
             encode(ResponseKind::ListOffsets(offsets::handle(&router, version, req).await))

@@ -12,7 +12,8 @@
 //!
 //! A fetch may read as much from disk as may be read ahead ([`FetchReads`]): one response on its
 //! way while the next is read, together within the half of the I/O memory that reads may hold
-//! (`read_buf`). A fetch of more partitions than that covers (32 partitions of 1 MiB each, say)
+//! (`read_buf`). Consumers reading from disk at the same time (on different connections) share
+//! that: each of n may read a fetch of an n-th of it, and read as much ahead. A fetch of more partitions than that covers (32 partitions of 1 MiB each, say)
 //! reads the first of them and leaves the rest, empty, for the fetches after it, as Kafka may
 //! when `max_bytes` runs out. It starts reading ahead for those it left, in order, so the next
 //! fetch finds them read and starts there: the partitions take turns, and the memory in flight
@@ -22,11 +23,16 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::Task;
 
 use super::segment::Segment;
+
+/// A consumer that has not read from disk for this long no longer counts among those sharing
+/// the read memory.
+const READER_IDLE: Duration = Duration::from_secs(1);
 
 pub struct ReadAhead {
     reads: RefCell<VecDeque<Ahead>>,
@@ -36,6 +42,8 @@ pub struct ReadAhead {
     /// Where a fetch with no read made ahead starts taking its partitions, moved on by one each
     /// time, so that no partition is always last.
     turn: Cell<usize>,
+    /// The connections that read from disk lately, and when they last did.
+    readers: RefCell<Vec<(u64, Instant)>>,
 }
 
 struct Ahead {
@@ -79,6 +87,7 @@ impl ReadAhead {
             limit_bytes,
             taken: Cell::new(0),
             turn: Cell::new(0),
+            readers: RefCell::new(Vec::new()),
         }
     }
 
@@ -105,16 +114,33 @@ impl ReadAhead {
         (0..count).map(move |i| (start + i) % count)
     }
 
-    /// The reads of one fetch, allowed `max_bytes` in all and at most the limit (when reading
-    /// ahead is on).
-    pub fn fetch(&self, max_bytes: usize) -> FetchReads<'_> {
-        let allowed = if self.limit_bytes == 0 { max_bytes } else { max_bytes.min(self.limit_bytes) };
+    /// The reads of one fetch on `connection`, allowed `max_bytes` in all and at most its share
+    /// of the limit (when reading ahead is on): the limit split among the connections reading
+    /// from disk lately, this one included.
+    pub fn fetch(&self, max_bytes: usize, connection: u64) -> FetchReads<'_> {
+        let now = Instant::now();
+        let mut readers = self.readers.borrow_mut();
+        readers.retain(|&(c, at)| c != connection && now.duration_since(at) < READER_IDLE);
+        let share = self.limit_bytes / (readers.len() + 1);
+        let allowed = if self.limit_bytes == 0 { max_bytes } else { max_bytes.min(share) };
         FetchReads {
             ahead: self,
+            connection,
+            share,
             left: Cell::new(allowed),
             started: Cell::new(false),
             deferred: RefCell::new(Vec::new()),
             left_some: Cell::new(false),
+        }
+    }
+
+    /// Notes that `connection` reads from disk now.
+    fn reading(&self, connection: u64) {
+        let now = Instant::now();
+        let mut readers = self.readers.borrow_mut();
+        match readers.iter_mut().find(|(c, _)| *c == connection) {
+            Some((_, at)) => *at = now,
+            None => readers.push((connection, now)),
         }
     }
 
@@ -164,6 +190,9 @@ impl ReadAhead {
 /// reads are decided in the order they are asked for (`ReadAhead::order`).
 pub struct FetchReads<'a> {
     ahead: &'a ReadAhead,
+    connection: u64,
+    /// This fetch's share of the limit: what it may read, and what it may read ahead.
+    share: usize,
     /// Bytes this fetch may still read.
     left: Cell<usize>,
     /// Whether this fetch has read anything: its first read is allowed whatever its size, so
@@ -187,7 +216,7 @@ impl FetchReads<'_> {
     pub fn take(&self, segment: &Rc<Segment>, offset: i64) -> Option<Taken> {
         let taken = self.ahead.take(segment, offset)?;
         self.left.set(self.left.get().saturating_sub(taken.len));
-        self.started.set(true);
+        self.start();
         Some(taken)
     }
 
@@ -200,8 +229,15 @@ impl FetchReads<'_> {
             return false;
         }
         self.left.set(self.left.get().saturating_sub(len));
-        self.started.set(true);
+        self.start();
         true
+    }
+
+    /// This fetch reads from disk: its connection counts among those sharing the memory.
+    fn start(&self) {
+        if !self.started.replace(true) {
+            self.ahead.reading(self.connection);
+        }
     }
 
     /// After a read that ended at `position` in `segment`, where `offset` starts: reads `len`
@@ -214,11 +250,11 @@ impl FetchReads<'_> {
     }
 
     /// Starts reading ahead for the reads left to later fetches, in the order they were left,
-    /// as far as the limit allows. Called once this fetch's own reads are decided: the reads it
-    /// makes and those it starts ahead fit the memory together, and the disk then has the next
-    /// fetch's reads queued behind this one's.
+    /// as far as this fetch's share allows. Called once this fetch's own reads are decided: the
+    /// reads it makes and those it starts ahead fit the memory together, and the disk then has
+    /// the next fetch's reads queued behind this one's.
     pub fn read_ahead_deferred(&self) {
-        let mut room = self.ahead.limit_bytes;
+        let mut room = self.share;
         for d in self.deferred.take() {
             if d.len > room {
                 break;

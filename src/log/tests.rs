@@ -1016,7 +1016,7 @@ async fn walk(
 ) -> Vec<Bytes> {
     let mut steps = Vec::new();
     loop {
-        let fetch = ahead.map(|a| a.fetch(usize::MAX));
+        let fetch = ahead.map(|a| a.fetch(usize::MAX, 0));
         let Some(got) = log.read(offset, max_bytes, end, fetch.as_ref()).await.unwrap().batches() else {
             break;
         };
@@ -1079,23 +1079,35 @@ fn reads_made_ahead_keep_to_the_fetch_and_see_later_appends() {
         append(&log, &mut all, &[(2, 10), (3, 11), (1, 12), (2, 13)], 1500).await;
         let ahead = ReadAhead::new(1 << 20);
         let end = log.next_offset();
-        let first =
-            log.read(0, all[0].len(), end, Some(&ahead.fetch(usize::MAX))).await.unwrap().batches().unwrap();
+        let first = log
+            .read(0, all[0].len(), end, Some(&ahead.fetch(usize::MAX, 0)))
+            .await
+            .unwrap()
+            .batches()
+            .unwrap();
         assert_eq!(first, all[0]);
         assert_eq!(ahead.pending(), 1);
         // The bound of a fetch holds for a read made ahead too.
         let next = header(&all[0]).last_offset() + 1;
         let stop = header(&all[2]).base_offset();
         assert_eq!(
-            log.read(next, 1 << 20, stop, Some(&ahead.fetch(usize::MAX))).await.unwrap().batches().unwrap(),
+            log.read(next, 1 << 20, stop, Some(&ahead.fetch(usize::MAX, 0)))
+                .await
+                .unwrap()
+                .batches()
+                .unwrap(),
             all[1]
         );
         assert_eq!(ahead.taken(), 1);
 
         // Appends made while a read ahead is out: whether it saw them or not, the walk on from
         // it returns every batch once, in order.
-        let first =
-            log.read(0, all[0].len(), end, Some(&ahead.fetch(usize::MAX))).await.unwrap().batches().unwrap();
+        let first = log
+            .read(0, all[0].len(), end, Some(&ahead.fetch(usize::MAX, 0)))
+            .await
+            .unwrap()
+            .batches()
+            .unwrap();
         assert_eq!(first, all[0]);
         append(&log, &mut all, &[(4, 14), (1, 15), (2, 16)], 1500).await;
         let steps = walk(&log, &all, next, log.next_offset(), 5000, Some(&ahead)).await;
@@ -1115,7 +1127,7 @@ fn reads_made_ahead_stay_within_their_limit() {
         let max_bytes = 4096;
 
         let none = ReadAhead::new(max_bytes - 1);
-        log.read(0, max_bytes, end, Some(&none.fetch(usize::MAX))).await.unwrap().batches().unwrap();
+        log.read(0, max_bytes, end, Some(&none.fetch(usize::MAX, 0))).await.unwrap().batches().unwrap();
         assert_eq!(none.pending(), 0, "a read larger than the limit is not made ahead");
 
         // Room for two: a third consumer's read drops the oldest. One record per batch, so a
@@ -1124,7 +1136,7 @@ fn reads_made_ahead_stay_within_their_limit() {
         let mut next = Vec::new();
         for offset in [0, 10, 20] {
             let got = log
-                .read(offset, max_bytes, end, Some(&two.fetch(usize::MAX)))
+                .read(offset, max_bytes, end, Some(&two.fetch(usize::MAX, 0)))
                 .await
                 .unwrap()
                 .batches()
@@ -1134,13 +1146,21 @@ fn reads_made_ahead_stay_within_their_limit() {
         assert_eq!(two.pending(), 2);
         let plain = log.read(next[0], max_bytes, end, None).await.unwrap().batches().unwrap();
         assert_eq!(
-            log.read(next[0], max_bytes, end, Some(&two.fetch(usize::MAX))).await.unwrap().batches().unwrap(),
+            log.read(next[0], max_bytes, end, Some(&two.fetch(usize::MAX, 0)))
+                .await
+                .unwrap()
+                .batches()
+                .unwrap(),
             plain
         );
         assert_eq!(two.taken(), 0, "the oldest read made ahead was dropped");
         let plain = log.read(next[2], max_bytes, end, None).await.unwrap().batches().unwrap();
         assert_eq!(
-            log.read(next[2], max_bytes, end, Some(&two.fetch(usize::MAX))).await.unwrap().batches().unwrap(),
+            log.read(next[2], max_bytes, end, Some(&two.fetch(usize::MAX, 0)))
+                .await
+                .unwrap()
+                .batches()
+                .unwrap(),
             plain
         );
         assert_eq!(two.taken(), 1, "the newest was kept");
@@ -1160,37 +1180,95 @@ fn a_fetch_resumes_where_the_reads_made_ahead_begin() {
     assert!(order(&[]).is_empty());
 }
 
-/// Fetches every log from its offset in `offsets`, as a shard serves one fetch (`Shard::fetch`):
-/// in the order the reads made ahead give, each read decided in turn, the deferred ones then
-/// read ahead.
-async fn fetch_logs(
-    logs: &[PartitionLog],
-    offsets: &[i64],
-    max_bytes: usize,
-    ahead: &ReadAhead,
-) -> Vec<Read> {
-    let made: Vec<bool> = logs.iter().zip(offsets).map(|(log, &o)| log.is_read_ahead(o, ahead)).collect();
-    let order: Vec<usize> = ahead.order(&made).collect();
-    let fetch = ahead.fetch(usize::MAX);
-    // A partition at its end is answered without a read, as `Partition::fetch` does.
-    let reads: Vec<_> = order
-        .iter()
-        .map(|&i| {
-            (offsets[i] < logs[i].next_offset())
-                .then(|| logs[i].read(offsets[i], max_bytes, logs[i].next_offset(), Some(&fetch)))
-        })
-        .collect();
-    fetch.read_ahead_deferred();
-    let reads = reads.into_iter().map(|r| async move {
-        match r {
-            Some(r) => r.await.unwrap(),
-            None => Read::Nothing,
+/// A consumer of several logs with one fetch in flight, fetching as a shard serves a fetch
+/// (`Shard::fetch`): in the order the reads made ahead give, each read decided in turn, the
+/// deferred ones then read ahead.
+struct Consumer {
+    logs: Vec<PartitionLog>,
+    all: Vec<Vec<Bytes>>,
+    offsets: Vec<i64>,
+    got: Vec<Vec<Bytes>>,
+    fetches: usize,
+    /// The fetch in which each log first returned data.
+    first_served: Vec<Option<usize>>,
+}
+
+impl Consumer {
+    /// `count` logs of 30 batches (of 900-byte records, one or two a batch) each, in `dir`.
+    async fn new(dir: &Path, count: usize) -> Consumer {
+        let mut logs = Vec::new();
+        let mut all = Vec::new();
+        for p in 0..count {
+            let (log, _) = open(&dir.join(format!("p{p}")), &config(1 << 30, 1024)).await;
+            let mut batches = Vec::new();
+            let specs: Vec<(i32, i64)> = (0..30).map(|i| (1 + i % 2, i64::from(i))).collect();
+            append(&log, &mut batches, &specs, 900).await;
+            logs.push(log);
+            all.push(batches);
         }
-    });
-    let mut answers: Vec<(usize, Read)> =
-        order.into_iter().zip(futures::future::join_all(reads).await).collect();
-    answers.sort_by_key(|(i, _)| *i);
-    answers.into_iter().map(|(_, r)| r).collect()
+        Consumer {
+            logs,
+            all,
+            offsets: vec![0; count],
+            got: vec![Vec::new(); count],
+            fetches: 0,
+            first_served: vec![None; count],
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.offsets.iter().zip(&self.logs).all(|(&o, log)| o == log.next_offset())
+    }
+
+    /// One fetch of every log on `connection`; returns how many logs it read. Checks that each
+    /// log with data left was read or left for later (not found empty), and that the fetch
+    /// moved on.
+    async fn fetch(&mut self, ahead: &ReadAhead, connection: u64, max_bytes: usize) -> usize {
+        self.fetches += 1;
+        assert!(self.fetches < 100, "no end in sight: {:?}", self.offsets);
+        let (logs, offsets) = (&self.logs, &self.offsets);
+        let made: Vec<bool> = logs.iter().zip(offsets).map(|(log, &o)| log.is_read_ahead(o, ahead)).collect();
+        let order: Vec<usize> = ahead.order(&made).collect();
+        let fetch = ahead.fetch(usize::MAX, connection);
+        // A log at its end is answered without a read, as `Partition::fetch` does.
+        let reads: Vec<_> = order
+            .iter()
+            .map(|&i| {
+                (offsets[i] < logs[i].next_offset())
+                    .then(|| logs[i].read(offsets[i], max_bytes, logs[i].next_offset(), Some(&fetch)))
+            })
+            .collect();
+        fetch.read_ahead_deferred();
+        let reads = reads.into_iter().map(|r| async move {
+            match r {
+                Some(r) => Some(r.await.unwrap()),
+                None => None,
+            }
+        });
+        let answers = futures::future::join_all(reads).await;
+        let mut served = 0;
+        for (p, answer) in order.into_iter().zip(answers) {
+            match answer {
+                Some(Read::Batches(b)) => {
+                    served += 1;
+                    self.first_served[p].get_or_insert(self.fetches);
+                    self.offsets[p] = header(split(&b).last().unwrap()).last_offset() + 1;
+                    self.got[p].push(b);
+                }
+                Some(Read::Deferred) | None => {}
+                Some(Read::Nothing) => panic!("log {p} has data, and nothing was read"),
+            }
+        }
+        assert!(served >= 1, "every fetch moves on");
+        served
+    }
+
+    /// Every log was returned whole and in order.
+    fn check(&self) {
+        for p in 0..self.logs.len() {
+            assert_eq!(self.got[p].concat(), self.all[p].concat(), "log {p} whole and in order");
+        }
+    }
 }
 
 #[test]
@@ -1198,55 +1276,56 @@ fn a_fetch_reads_its_share_and_the_partitions_take_turns() {
     run(|| async {
         let dir = test_dir();
         let max_bytes = 8192;
-        // Room for two partitions' reads in a fetch, and two read ahead.
+        // Room for two logs' reads in a fetch, and two read ahead.
         let ahead = ReadAhead::new(2 * max_bytes);
-        let mut logs = Vec::new();
-        let mut all = Vec::new();
-        for p in 0..6 {
-            let (log, _) = open(&dir.path().join(format!("p{p}")), &config(1 << 30, 1024)).await;
-            let mut batches = Vec::new();
-            let specs: Vec<(i32, i64)> = (0..30).map(|i| (1 + i % 2, i64::from(i))).collect();
-            append(&log, &mut batches, &specs, 900).await;
-            logs.push(log);
-            all.push(batches);
+        let mut consumer = Consumer::new(dir.path(), 6).await;
+        while !consumer.done() {
+            let served = consumer.fetch(&ahead, 1, max_bytes).await;
+            assert!(served <= 2, "fetch {} read {served} logs", consumer.fetches);
         }
-        let mut offsets = vec![0i64; logs.len()];
-        let mut first_served = vec![None; logs.len()];
-        let mut got: Vec<Vec<Bytes>> = vec![Vec::new(); logs.len()];
-        let mut fetches = 0;
-        while offsets.iter().zip(&logs).any(|(&o, log)| o < log.next_offset()) {
-            fetches += 1;
-            assert!(fetches < 100, "no end in sight: {offsets:?}");
-            let with_data = offsets.iter().zip(&logs).filter(|(&o, log)| o < log.next_offset()).count();
-            let answers = fetch_logs(&logs, &offsets, max_bytes, &ahead).await;
-            let mut served = 0;
-            let mut deferred = 0;
-            for (p, answer) in answers.into_iter().enumerate() {
-                match answer {
-                    Read::Batches(b) => {
-                        served += 1;
-                        first_served[p].get_or_insert(fetches);
-                        offsets[p] = header(split(&b).last().unwrap()).last_offset() + 1;
-                        got[p].push(b);
-                    }
-                    Read::Deferred => deferred += 1,
-                    Read::Nothing => assert_eq!(offsets[p], logs[p].next_offset(), "partition {p} has more"),
+        consumer.check();
+        // Two logs a fetch: all six had their first turn in the first three fetches.
+        assert!(
+            consumer.first_served.iter().all(|f| f.is_some_and(|f| f <= 3)),
+            "{:?}",
+            consumer.first_served
+        );
+        // After the first, every fetch took the reads made ahead for it.
+        let fetches = consumer.fetches;
+        assert!(ahead.taken() as usize >= 2 * (fetches - 2), "{} of {fetches}", ahead.taken());
+    });
+}
+
+#[test]
+fn consumers_reading_at_once_share_what_a_fetch_may_read() {
+    run(|| async {
+        let dir = test_dir();
+        let max_bytes = 8192;
+        // Room for four logs' reads in a fetch, and four read ahead.
+        let ahead = ReadAhead::new(4 * max_bytes);
+        let mut one = Consumer::new(&dir.path().join("one"), 8).await;
+        let mut two = Consumer::new(&dir.path().join("two"), 8).await;
+        assert_eq!(one.fetch(&ahead, 1, max_bytes).await, 4, "alone, a consumer reads four");
+        assert_eq!(two.fetch(&ahead, 2, max_bytes).await, 2, "with another, two");
+        // The first consumer's next fetch takes the four read ahead while it was alone.
+        one.fetch(&ahead, 1, max_bytes).await;
+        // From then on each fetch reads two: together the consumers read four at a time and
+        // four ahead, and neither's reads made ahead push out the other's.
+        while !one.done() || !two.done() {
+            for (consumer, connection) in [(&mut one, 1), (&mut two, 2)] {
+                if !consumer.done() {
+                    let served = consumer.fetch(&ahead, connection, max_bytes).await;
+                    assert!(
+                        served <= 2,
+                        "connection {connection}, fetch {}: {served} logs",
+                        consumer.fetches
+                    );
                 }
             }
-            assert!(served >= 1, "every fetch moves on");
-            assert!(served <= 2, "fetch {fetches} read {served} partitions");
-            assert_eq!(
-                served + deferred,
-                with_data,
-                "fetch {fetches}: each partition read or left for later"
-            );
         }
-        for p in 0..logs.len() {
-            assert_eq!(got[p].concat(), all[p].concat(), "partition {p} whole and in order");
-        }
-        // Two partitions a fetch: all six had their first turn in the first three fetches.
-        assert!(first_served.iter().all(|f| f.is_some_and(|f| f <= 3)), "{first_served:?}");
-        // After the first, every fetch took the reads made ahead for it.
-        assert!(ahead.taken() as usize >= 2 * (fetches - 2), "{} of {fetches}", ahead.taken());
+        one.check();
+        two.check();
+        let fetches = one.fetches + two.fetches;
+        assert!(ahead.taken() as usize >= 2 * (fetches - 4), "{} of {fetches}", ahead.taken());
     });
 }

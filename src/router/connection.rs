@@ -48,13 +48,15 @@ impl Drop for InFlight {
 pub async fn serve(router: Rc<Router>, stream: TcpStream) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let host: Rc<str> = Rc::from(stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default());
+    let connection = router.connections.get();
+    router.connections.set(connection + 1);
     let fd = stream.as_raw_fd();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.split();
     let depth = router.config.broker.queued_max_requests();
     let (tx, rx) = local_channel::new_bounded(depth);
     let writer_task = glommio::spawn_local(write_loop(fd, writer, rx));
-    match read_loop(&router, fd, reader, &tx, &host).await {
+    match read_loop(&router, fd, reader, &tx, &host, connection).await {
         Ok(()) => {
             // The client closed its side or the broker is stopping: finish what was asked.
             drop(tx);
@@ -73,6 +75,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
     tx: &LocalSender<(Dispatched, InFlight)>,
     host: &Rc<str>,
+    connection: u64,
 ) -> Result<(), ConnectionError> {
     let max = router.config.broker.socket_request_max_bytes();
     let mut buf = ChunkBuf::for_connection();
@@ -97,7 +100,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             buf.advance(codec::SIZE_PREFIX_BYTES);
             let frame = buf.split_to(size);
             let in_flight = InFlight::new(router);
-            let dispatched = api::dispatch(router, frame, host).await?;
+            let dispatched = api::dispatch(router, frame, host, connection).await?;
             if tx.send((dispatched, in_flight)).await.is_err() {
                 return Ok(()); // the writer failed: the socket is gone
             }

@@ -33,6 +33,8 @@ pub struct Router {
     /// Requests accepted but not yet answered, across connections.
     pub in_flight: Cell<usize>,
     pub stopping: Cell<bool>,
+    /// Connections accepted so far: each is numbered by it.
+    pub connections: Cell<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +272,7 @@ pub async fn run(config: ServeConfig, shards: Vec<ShardLink>, stop: Arc<AtomicBo
         metadata: RefCell::new(metadata),
         in_flight: Cell::new(0),
         stopping: Cell::new(false),
+        connections: Cell::new(0),
     });
     let started = Instant::now();
     let topics: Vec<(String, Topic)> =

@@ -174,6 +174,9 @@ pub enum ShardRequest {
         /// The fetch's `max_bytes`: what the shard reads from disk for it stays within this,
         /// bar the first read.
         max_bytes: usize,
+        /// The connection the fetch came on: consumers reading from disk share the shard's
+        /// read memory (`log::read_ahead`).
+        connection: u64,
         reply: Reply<Vec<Result<Fetched, PartitionError>>>,
     },
     /// Answered as soon as any partition's high watermark passes its offset, or at `deadline`.

@@ -58,7 +58,12 @@ impl Shard {
     /// Reads a fetch's partitions, concurrently, so that one slow read does not delay the rest.
     /// What each may read from disk is decided in turn (`read_ahead::FetchReads`), starting
     /// where the consumer's previous fetch left off; the answers keep the fetch's order.
-    async fn fetch(&self, items: Vec<FetchItem>, max_bytes: usize) -> Vec<Result<Fetched, PartitionError>> {
+    async fn fetch(
+        &self,
+        items: Vec<FetchItem>,
+        max_bytes: usize,
+        connection: u64,
+    ) -> Vec<Result<Fetched, PartitionError>> {
         let found: Vec<_> = items.iter().map(|item| self.partition(&item.tp)).collect();
         let made_ahead: Vec<bool> = items
             .iter()
@@ -66,7 +71,7 @@ impl Shard {
             .map(|(item, p)| p.as_ref().is_ok_and(|p| p.is_read_ahead(item.offset, &self.read_ahead)))
             .collect();
         let order: Vec<usize> = self.read_ahead.order(&made_ahead).collect();
-        let reads = self.read_ahead.fetch(max_bytes);
+        let reads = self.read_ahead.fetch(max_bytes, connection);
         // Collected here, so each partition's read is decided now, in this order.
         let fetches: Vec<_> = order
             .iter()
@@ -117,7 +122,9 @@ impl Shard {
 
     async fn handle(&self, request: ShardRequest) {
         match request {
-            ShardRequest::Fetch { items, max_bytes, reply } => reply.send(self.fetch(items, max_bytes).await),
+            ShardRequest::Fetch { items, max_bytes, connection, reply } => {
+                reply.send(self.fetch(items, max_bytes, connection).await)
+            }
             ShardRequest::WaitForData { items, deadline, reply } => {
                 self.wait_for_data(items, deadline, reply).await
             }
