@@ -130,7 +130,6 @@ impl ReadAhead {
             left: Cell::new(allowed),
             started: Cell::new(false),
             deferred: RefCell::new(Vec::new()),
-            left_some: Cell::new(false),
         }
     }
 
@@ -198,10 +197,8 @@ pub struct FetchReads<'a> {
     /// Whether this fetch has read anything: its first read is allowed whatever its size, so
     /// that every fetch moves its consumer on.
     started: Cell<bool>,
-    /// Reads left for later fetches, in the order they were left, until they are read ahead.
+    /// Reads left for later fetches, in the order they were left.
     deferred: RefCell<Vec<Deferred>>,
-    /// Whether any read was left for a later fetch.
-    left_some: Cell<bool>,
 }
 
 struct Deferred {
@@ -225,7 +222,6 @@ impl FetchReads<'_> {
     pub fn allow(&self, segment: &Rc<Segment>, offset: i64, position: u64, len: usize) -> bool {
         if self.started.get() && len > self.left.get() {
             self.deferred.borrow_mut().push(Deferred { segment: segment.clone(), offset, position, len });
-            self.left_some.set(true);
             return false;
         }
         self.left.set(self.left.get().saturating_sub(len));
@@ -244,7 +240,7 @@ impl FetchReads<'_> {
     /// bytes there ahead for the next fetch, unless this fetch left partitions for later (their
     /// turn comes first, and `read_ahead_deferred` reads ahead for them).
     pub fn read_on(&self, segment: Rc<Segment>, offset: i64, position: u64, len: usize) {
-        if !self.left_some.get() {
+        if self.deferred.borrow().is_empty() {
             self.ahead.start(segment, offset, position, len);
         }
     }
@@ -255,12 +251,12 @@ impl FetchReads<'_> {
     /// the next fetch's reads queued behind this one's.
     pub fn read_ahead_deferred(&self) {
         let mut room = self.share;
-        for d in self.deferred.take() {
+        for d in self.deferred.borrow().iter() {
             if d.len > room {
                 break;
             }
             room -= d.len;
-            self.ahead.start(d.segment, d.offset, d.position, d.len);
+            self.ahead.start(d.segment.clone(), d.offset, d.position, d.len);
         }
     }
 }
