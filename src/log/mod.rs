@@ -533,7 +533,7 @@ impl PartitionLog {
     /// Finds the segment holding `offset` and reads batches from it (see
     /// `Segment::read_batches`). `end_offset` bounds what may be returned. With `fetch`, a read
     /// made ahead for `offset` is used when there is one; otherwise the read must fit what the
-    /// fetch may still read, or it is left for a later fetch. When the segment holds more after
+    /// fetch may still read (unless it is the fetch's first), or it is left for a later fetch. When the segment holds more after
     /// what is returned, the next stretch is read ahead for the fetch that follows.
     ///
     /// Which source serves the read, and whether it is left, is decided when this is called,

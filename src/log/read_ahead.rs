@@ -13,12 +13,13 @@
 //! A fetch may read as much from disk as may be read ahead ([`FetchReads`]): one response on its
 //! way while the next is read, together within the half of the I/O memory that reads may hold
 //! (`read_buf`). Consumers reading from disk at the same time (on different connections) share
-//! that: each of n may read a fetch of an n-th of it, and read as much ahead. A fetch of more partitions than that covers (32 partitions of 1 MiB each, say)
-//! reads the first of them and leaves the rest, empty, for the fetches after it, as Kafka may
-//! when `max_bytes` runs out. It starts reading ahead for those it left, in order, so the next
-//! fetch finds them read and starts there: the partitions take turns, and the memory in flight
-//! stays within what the I/O memory holds, rather than spilling into fresh heap memory that
-//! costs a page fault per page.
+//! that: each of n may read a fetch of an n-th of it, and read as much ahead; a fetch's first read
+//! is allowed whatever its size, so that every fetch moves its consumer on. A fetch of more
+//! partitions than its share covers (32 partitions of 1 MiB each, say) reads the first of them
+//! and leaves the rest, empty, for the fetches after it, as Kafka may when `max_bytes` runs out.
+//! It starts reading ahead for those it left, in order, so the next fetch finds them read and
+//! starts there: the partitions take turns, and the memory in flight stays within what the I/O
+//! memory holds, rather than spilling into fresh heap memory that costs a page fault per page.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,11 +40,17 @@ pub struct ReadAhead {
     limit_bytes: usize,
     /// Fetches that found their read made ahead.
     taken: Cell<u64>,
-    /// Where a fetch with no read made ahead starts taking its partitions, moved on by one each
-    /// time, so that no partition is always last.
-    turn: Cell<usize>,
-    /// The connections that read from disk lately, and when they last did.
-    readers: RefCell<Vec<(u64, Instant)>>,
+    /// The connections that read from disk lately.
+    readers: RefCell<Vec<Reader>>,
+}
+
+struct Reader {
+    connection: u64,
+    /// When it last read from disk.
+    at: Instant,
+    /// Where its next fetch with no read made ahead starts taking its partitions, moved on by
+    /// one each time, so that none of them is always last.
+    turn: usize,
 }
 
 struct Ahead {
@@ -86,7 +93,6 @@ impl ReadAhead {
             reads: RefCell::new(VecDeque::new()),
             limit_bytes,
             taken: Cell::new(0),
-            turn: Cell::new(0),
             readers: RefCell::new(Vec::new()),
         }
     }
@@ -96,22 +102,22 @@ impl ReadAhead {
         self.reads.borrow().iter().any(|a| a.is_for(segment, offset))
     }
 
-    /// The order in which a fetch of `count` partitions takes them: from the first whose read
-    /// is made ahead after one whose is not (where the previous fetch left off), all of them in
-    /// turn; from the first when all are made ahead; with none made ahead, from a start that
-    /// moves on with each such fetch.
-    pub fn order(&self, made_ahead: &[bool]) -> impl Iterator<Item = usize> {
+    /// Where a fetch on `connection` starts taking its partitions (then all of them in turn,
+    /// wrapping around): at the first whose read is made ahead after one whose is not (where its
+    /// previous fetch left off); at the first when all are made ahead; with none made ahead,
+    /// where the connection's turn has come to, which moves on with each such fetch.
+    pub fn first(&self, made_ahead: &[bool], connection: u64) -> usize {
         let count = made_ahead.len();
-        let resumes = (0..count).find(|&i| made_ahead[i] && !made_ahead[(i + count - 1) % count]);
-        let start = resumes.unwrap_or_else(|| {
-            if made_ahead.iter().any(|&m| m) {
-                return 0;
-            }
-            let turn = self.turn.get();
-            self.turn.set(turn.wrapping_add(1));
-            turn % count.max(1)
-        });
-        (0..count).map(move |i| (start + i) % count)
+        if let Some(i) = (0..count).find(|&i| made_ahead[i] && !made_ahead[(i + count - 1) % count]) {
+            return i;
+        }
+        if count == 0 || made_ahead.iter().any(|&m| m) {
+            return 0;
+        }
+        let mut readers = self.readers.borrow_mut();
+        let Some(reader) = readers.iter_mut().find(|r| r.connection == connection) else { return 0 };
+        reader.turn = reader.turn.wrapping_add(1);
+        reader.turn % count
     }
 
     /// The reads of one fetch on `connection`, allowed `max_bytes` in all and at most its share
@@ -120,13 +126,15 @@ impl ReadAhead {
     pub fn fetch(&self, max_bytes: usize, connection: u64) -> FetchReads<'_> {
         let now = Instant::now();
         let mut readers = self.readers.borrow_mut();
-        readers.retain(|&(c, at)| c != connection && now.duration_since(at) < READER_IDLE);
-        let share = self.limit_bytes / (readers.len() + 1);
+        readers.retain(|r| now.duration_since(r.at) < READER_IDLE);
+        let others = readers.iter().filter(|r| r.connection != connection).count();
+        let share = self.limit_bytes / (others + 1);
         let allowed = if self.limit_bytes == 0 { max_bytes } else { max_bytes.min(share) };
         FetchReads {
             ahead: self,
             connection,
             share,
+            allowed,
             left: Cell::new(allowed),
             started: Cell::new(false),
             deferred: RefCell::new(Vec::new()),
@@ -134,12 +142,12 @@ impl ReadAhead {
     }
 
     /// Notes that `connection` reads from disk now.
-    fn reading(&self, connection: u64) {
+    pub(super) fn reading(&self, connection: u64) {
         let now = Instant::now();
         let mut readers = self.readers.borrow_mut();
-        match readers.iter_mut().find(|(c, _)| *c == connection) {
-            Some((_, at)) => *at = now,
-            None => readers.push((connection, now)),
+        match readers.iter_mut().find(|r| r.connection == connection) {
+            Some(r) => r.at = now,
+            None => readers.push(Reader { connection, at: now, turn: 0 }),
         }
     }
 
@@ -190,8 +198,11 @@ impl ReadAhead {
 pub struct FetchReads<'a> {
     ahead: &'a ReadAhead,
     connection: u64,
-    /// This fetch's share of the limit: what it may read, and what it may read ahead.
+    /// This fetch's share of the limit: no read is made ahead for it that is larger.
     share: usize,
+    /// What it may read, its share or less when it asks for less: as much may be read ahead
+    /// for the partitions it leaves.
+    allowed: usize,
     /// Bytes this fetch may still read.
     left: Cell<usize>,
     /// Whether this fetch has read anything: its first read is allowed whatever its size, so
@@ -238,19 +249,21 @@ impl FetchReads<'_> {
 
     /// After a read that ended at `position` in `segment`, where `offset` starts: reads `len`
     /// bytes there ahead for the next fetch, unless this fetch left partitions for later (their
-    /// turn comes first, and `read_ahead_deferred` reads ahead for them).
+    /// turn comes first, and `read_ahead_deferred` reads ahead for them) or the read is larger
+    /// than its share (with more consumers than the limit has room for, the oldest read made
+    /// ahead, dropped first, is the next one to be taken: every read would be wasted).
     pub fn read_on(&self, segment: Rc<Segment>, offset: i64, position: u64, len: usize) {
-        if self.deferred.borrow().is_empty() {
+        if len <= self.share && self.deferred.borrow().is_empty() {
             self.ahead.start(segment, offset, position, len);
         }
     }
 
     /// Starts reading ahead for the reads left to later fetches, in the order they were left,
-    /// as far as this fetch's share allows. Called once this fetch's own reads are decided: the
-    /// reads it makes and those it starts ahead fit the memory together, and the disk then has
-    /// the next fetch's reads queued behind this one's.
+    /// as far as this fetch was allowed to read. Called once this fetch's own reads are decided:
+    /// the reads it makes and those it starts ahead fit the memory together, and the disk then
+    /// has the next fetch's reads queued behind this one's.
     pub fn read_ahead_deferred(&self) {
-        let mut room = self.share;
+        let mut room = self.allowed;
         for d in self.deferred.borrow().iter() {
             if d.len > room {
                 break;

@@ -224,9 +224,11 @@ impl Segment {
         (end - position) as usize
     }
 
-    /// How much a read for a fetch of `max_bytes` at `position` asks for.
+    /// How much a read for a fetch of `max_bytes` at `position` asks for: no more than the
+    /// segment holds there, so that what a fetch may read is not spent on bytes that are not.
     pub fn read_len(&self, position: u64, max_bytes: usize) -> usize {
-        self.fit_block(position, max_bytes.max(batch::HEADER_BYTES))
+        let held = self.size_bytes.get().saturating_sub(position);
+        self.fit_block(position, max_bytes.max(batch::HEADER_BYTES)).min(held as usize)
     }
 
     /// Reads the batches from `position` on: all whose last offset is at least `offset`, up to

@@ -1170,14 +1170,16 @@ fn reads_made_ahead_stay_within_their_limit() {
 #[test]
 fn a_fetch_resumes_where_the_reads_made_ahead_begin() {
     let ahead = ReadAhead::new(1 << 20);
-    let order = |made: &[bool]| ahead.order(made).collect::<Vec<_>>();
-    assert_eq!(order(&[false, false, true, true]), [2, 3, 0, 1]);
-    assert_eq!(order(&[true, false, false, true]), [3, 0, 1, 2], "a run of reads may wrap around");
-    assert_eq!(order(&[true, true, true]), [0, 1, 2]);
-    // With none made ahead, the start moves on with each fetch, so no partition is always last.
-    let starts: Vec<usize> = (0..4).map(|_| order(&[false; 3])[0]).collect();
-    assert_eq!(starts, [0, 1, 2, 0]);
-    assert!(order(&[]).is_empty());
+    assert_eq!(ahead.first(&[false, false, true, true], 1), 2);
+    assert_eq!(ahead.first(&[true, false, false, true], 1), 3, "a run of reads may wrap around");
+    assert_eq!(ahead.first(&[true, true, true], 1), 0);
+    assert_eq!(ahead.first(&[], 1), 0);
+    // With none made ahead, a connection's start moves on with each of its fetches, so that no
+    // partition is always last; one that has not read from disk starts at the first.
+    ahead.reading(1);
+    assert_eq!(ahead.first(&[false; 3], 7), 0);
+    let starts: Vec<usize> = (0..4).map(|_| ahead.first(&[false; 3], 1)).collect();
+    assert_eq!(starts, [1, 2, 0, 1]);
 }
 
 /// A consumer of several logs with one fetch in flight, fetching as a shard serves a fetch
@@ -1220,15 +1222,16 @@ impl Consumer {
         self.offsets.iter().zip(&self.logs).all(|(&o, log)| o == log.next_offset())
     }
 
-    /// One fetch of every log on `connection`; returns how many logs it read. Checks that each
-    /// log with data left was read or left for later (not found empty), and that the fetch
-    /// moved on.
-    async fn fetch(&mut self, ahead: &ReadAhead, connection: u64, max_bytes: usize) -> usize {
+    /// One fetch of every log on `connection`; returns how many logs it read, and how many
+    /// bytes. Checks that each log with data left was read or left for later (not found empty),
+    /// and that the fetch moved on.
+    async fn fetch(&mut self, ahead: &ReadAhead, connection: u64, max_bytes: usize) -> (usize, usize) {
         self.fetches += 1;
         assert!(self.fetches < 100, "no end in sight: {:?}", self.offsets);
         let (logs, offsets) = (&self.logs, &self.offsets);
         let made: Vec<bool> = logs.iter().zip(offsets).map(|(log, &o)| log.is_read_ahead(o, ahead)).collect();
-        let order: Vec<usize> = ahead.order(&made).collect();
+        let first = ahead.first(&made, connection);
+        let order: Vec<usize> = (0..logs.len()).map(|k| (first + k) % logs.len()).collect();
         let fetch = ahead.fetch(usize::MAX, connection);
         // A log at its end is answered without a read, as `Partition::fetch` does.
         let reads: Vec<_> = order
@@ -1246,11 +1249,12 @@ impl Consumer {
             }
         });
         let answers = futures::future::join_all(reads).await;
-        let mut served = 0;
+        let (mut served, mut bytes) = (0, 0);
         for (p, answer) in order.into_iter().zip(answers) {
             match answer {
                 Some(Read::Batches(b)) => {
                     served += 1;
+                    bytes += b.len();
                     self.first_served[p].get_or_insert(self.fetches);
                     self.offsets[p] = header(split(&b).last().unwrap()).last_offset() + 1;
                     self.got[p].push(b);
@@ -1260,7 +1264,7 @@ impl Consumer {
             }
         }
         assert!(served >= 1, "every fetch moves on");
-        served
+        (served, bytes)
     }
 
     /// Every log was returned whole and in order.
@@ -1280,8 +1284,9 @@ fn a_fetch_reads_its_share_and_the_partitions_take_turns() {
         let ahead = ReadAhead::new(2 * max_bytes);
         let mut consumer = Consumer::new(dir.path(), 6).await;
         while !consumer.done() {
-            let served = consumer.fetch(&ahead, 1, max_bytes).await;
-            assert!(served <= 2, "fetch {} read {served} logs", consumer.fetches);
+            let (served, bytes) = consumer.fetch(&ahead, 1, max_bytes).await;
+            // Two logs' reads, or more near their ends, where less is left to read.
+            assert!(bytes <= 2 * max_bytes, "fetch {}: {bytes} bytes from {served} logs", consumer.fetches);
         }
         consumer.check();
         // Two logs a fetch: all six had their first turn in the first three fetches.
@@ -1305,19 +1310,19 @@ fn consumers_reading_at_once_share_what_a_fetch_may_read() {
         let ahead = ReadAhead::new(4 * max_bytes);
         let mut one = Consumer::new(&dir.path().join("one"), 8).await;
         let mut two = Consumer::new(&dir.path().join("two"), 8).await;
-        assert_eq!(one.fetch(&ahead, 1, max_bytes).await, 4, "alone, a consumer reads four");
-        assert_eq!(two.fetch(&ahead, 2, max_bytes).await, 2, "with another, two");
+        assert_eq!(one.fetch(&ahead, 1, max_bytes).await.0, 4, "alone, a consumer reads four");
+        assert_eq!(two.fetch(&ahead, 2, max_bytes).await.0, 2, "with another, two");
         // The first consumer's next fetch takes the four read ahead while it was alone.
         one.fetch(&ahead, 1, max_bytes).await;
-        // From then on each fetch reads two: together the consumers read four at a time and
-        // four ahead, and neither's reads made ahead push out the other's.
+        // From then on each fetch reads two logs' worth: together the consumers read four at a
+        // time and four ahead, and neither's reads made ahead push out the other's.
         while !one.done() || !two.done() {
             for (consumer, connection) in [(&mut one, 1), (&mut two, 2)] {
                 if !consumer.done() {
-                    let served = consumer.fetch(&ahead, connection, max_bytes).await;
+                    let (served, bytes) = consumer.fetch(&ahead, connection, max_bytes).await;
                     assert!(
-                        served <= 2,
-                        "connection {connection}, fetch {}: {served} logs",
+                        bytes <= 2 * max_bytes,
+                        "connection {connection}, fetch {}: {bytes} bytes from {served} logs",
                         consumer.fetches
                     );
                 }

@@ -171,8 +171,9 @@ pub enum ShardRequest {
     },
     Fetch {
         items: Vec<FetchItem>,
-        /// The fetch's `max_bytes`: what the shard reads from disk for it stays within this,
-        /// bar the first read.
+        /// The fetch's `max_bytes`: what the shard reads from disk for it, bar the first read,
+        /// stays within this and within the fetch's share of the read memory (reads made ahead
+        /// for it are taken whole).
         max_bytes: usize,
         /// The connection the fetch came on: consumers reading from disk share the shard's
         /// read memory (`log::read_ahead`).

@@ -70,12 +70,12 @@ impl Shard {
             .zip(&found)
             .map(|(item, p)| p.as_ref().is_ok_and(|p| p.is_read_ahead(item.offset, &self.read_ahead)))
             .collect();
-        let order: Vec<usize> = self.read_ahead.order(&made_ahead).collect();
+        let first = self.read_ahead.first(&made_ahead, connection);
         let reads = self.read_ahead.fetch(max_bytes, connection);
         // Collected here, so each partition's read is decided now, in this order.
-        let fetches: Vec<_> = order
-            .iter()
-            .map(|&i| {
+        let fetches: Vec<_> = (0..items.len())
+            .map(|k| {
+                let i = (first + k) % items.len();
                 let item = &items[i];
                 let fetch = found[i].as_ref().map(|p| p.fetch(item.offset, item.max_bytes, Some(&reads)));
                 async move {
@@ -87,10 +87,9 @@ impl Shard {
             })
             .collect();
         reads.read_ahead_deferred();
-        let answers = futures::future::join_all(fetches).await;
-        let mut answers: Vec<_> = order.into_iter().zip(answers).collect();
-        answers.sort_unstable_by_key(|(i, _)| *i);
-        answers.into_iter().map(|(_, answer)| answer).collect()
+        let mut answers = futures::future::join_all(fetches).await;
+        answers.rotate_right(first);
+        answers
     }
 
     fn partition(&self, tp: &TopicPartition) -> Result<Rc<Partition>, PartitionError> {
