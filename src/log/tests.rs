@@ -1115,6 +1115,19 @@ fn reads_made_ahead_keep_to_the_fetch_and_see_later_appends() {
     });
 }
 
+/// What a consumer's fetch on connection 0 with `ahead` reads at `offset`, or a plain read
+/// without it; there must be data.
+async fn read_whole(
+    log: &PartitionLog,
+    offset: i64,
+    max_bytes: usize,
+    end: i64,
+    ahead: Option<&ReadAhead>,
+) -> Bytes {
+    let fetch = ahead.map(|a| a.fetch(usize::MAX, 0));
+    log.read(offset, max_bytes, end, fetch.as_ref()).await.unwrap().batches().unwrap()
+}
+
 #[test]
 fn reads_made_ahead_stay_within_their_limit() {
     run(|| async {
@@ -1127,7 +1140,7 @@ fn reads_made_ahead_stay_within_their_limit() {
         let max_bytes = 4096;
 
         let none = ReadAhead::new(max_bytes - 1);
-        log.read(0, max_bytes, end, Some(&none.fetch(usize::MAX, 0))).await.unwrap().batches().unwrap();
+        read_whole(&log, 0, max_bytes, end, Some(&none)).await;
         assert_eq!(none.pending(), 0, "a read larger than the limit is not made ahead");
 
         // Room for two: a third consumer's read drops the oldest. One record per batch, so a
@@ -1135,33 +1148,19 @@ fn reads_made_ahead_stay_within_their_limit() {
         let two = ReadAhead::new(2 * max_bytes);
         let mut next = Vec::new();
         for offset in [0, 10, 20] {
-            let got = log
-                .read(offset, max_bytes, end, Some(&two.fetch(usize::MAX, 0)))
-                .await
-                .unwrap()
-                .batches()
-                .unwrap();
+            let got = read_whole(&log, offset, max_bytes, end, Some(&two)).await;
             next.push(offset + split(&got).len() as i64);
         }
         assert_eq!(two.pending(), 2);
-        let plain = log.read(next[0], max_bytes, end, None).await.unwrap().batches().unwrap();
+        let (a, b) = (next[0], next[2]);
         assert_eq!(
-            log.read(next[0], max_bytes, end, Some(&two.fetch(usize::MAX, 0)))
-                .await
-                .unwrap()
-                .batches()
-                .unwrap(),
-            plain
+            read_whole(&log, a, max_bytes, end, Some(&two)).await,
+            read_whole(&log, a, max_bytes, end, None).await
         );
         assert_eq!(two.taken(), 0, "the oldest read made ahead was dropped");
-        let plain = log.read(next[2], max_bytes, end, None).await.unwrap().batches().unwrap();
         assert_eq!(
-            log.read(next[2], max_bytes, end, Some(&two.fetch(usize::MAX, 0)))
-                .await
-                .unwrap()
-                .batches()
-                .unwrap(),
-            plain
+            read_whole(&log, b, max_bytes, end, Some(&two)).await,
+            read_whole(&log, b, max_bytes, end, None).await
         );
         assert_eq!(two.taken(), 1, "the newest was kept");
     });
