@@ -272,8 +272,7 @@ fn appended_batches_read_back_from_any_offset() {
         let dir = test_dir();
         let (log, _) = open(dir.path(), &config(1 << 30, 256)).await;
         let mut all = Vec::new();
-        let specs: Vec<(i32, i64)> = (0..12).map(|i| (1 + i % 4, 1000 + i64::from(i))).collect();
-        append(&log, &mut all, &specs, 40).await;
+        append_each(&log, &mut all, 0..12, |i| (1 + i % 4, 1000 + i64::from(i)), 40).await;
         let end = log.next_offset();
         assert_eq!(end, all.iter().map(|b| header(b).offset_count()).sum::<i64>());
 
@@ -338,8 +337,7 @@ fn close_and_reopen_keep_offsets_indexes_and_data() {
         let cfg = config(1 << 30, 300);
         let (log, _) = open(dir.path(), &cfg).await;
         let mut all = Vec::new();
-        let specs: Vec<(i32, i64)> = (0..20).map(|i| (1 + i % 5, 5000 + 10 * i64::from(i))).collect();
-        append(&log, &mut all, &specs, 30).await;
+        append_each(&log, &mut all, 0..20, |i| (1 + i % 5, 5000 + 10 * i64::from(i)), 30).await;
         let end = log.next_offset();
         let mut before = Vec::new();
         for offset in 0..end {
@@ -392,9 +390,14 @@ fn segments_roll_at_segment_bytes_and_recover() {
         let mut all = Vec::new();
         // Several append calls, some with many batches that cross a segment boundary.
         for round in 0..5i64 {
-            let specs: Vec<(i32, i64)> =
-                (0..6).map(|i| (1 + (i + round as i32) % 3, 100 * round + i64::from(i))).collect();
-            append(&log, &mut all, &specs, 25 + 10 * round as usize).await;
+            append_each(
+                &log,
+                &mut all,
+                0..6,
+                |i| (1 + (i + round as i32) % 3, 100 * round + i64::from(i)),
+                25 + 10 * round as usize,
+            )
+            .await;
         }
         let end = log.next_offset();
         assert_reads(&log, &all).await;
@@ -436,8 +439,7 @@ fn segments_roll_at_segment_bytes_and_recover() {
         assert_reads(&log, &all).await;
 
         // Appends after reopen go on rolling.
-        let specs: Vec<(i32, i64)> = (0..8).map(|i| (2, 1000 + i64::from(i))).collect();
-        append(&log, &mut all, &specs, 60).await;
+        append_each(&log, &mut all, 0..8, |i| (2, 1000 + i64::from(i)), 60).await;
         assert!(files(dir.path(), "log").len() > logs.len());
         assert_reads(&log, &all).await;
     });
@@ -448,8 +450,7 @@ fn segments_roll_at_segment_bytes_and_recover() {
 async fn closed_log(dir: &Path, cfg: &LogConfig, count: i32) -> (Vec<Bytes>, PathBuf) {
     let (log, _) = open(dir, cfg).await;
     let mut all = Vec::new();
-    let specs: Vec<(i32, i64)> = (0..count).map(|i| (1 + i % 4, 700 + i64::from(i))).collect();
-    append(&log, &mut all, &specs, 90).await;
+    append_each(&log, &mut all, 0..count, |i| (1 + i % 4, 700 + i64::from(i)), 90).await;
     log.close().await.unwrap();
     drop(log);
     let path = files(dir, "log").remove(0).1;
@@ -554,9 +555,8 @@ fn damaged_or_missing_sealed_indexes_are_rebuilt() {
         let cfg = config(1000, 0);
         let (log, _) = open(dir.path(), &cfg).await;
         let mut all = Vec::new();
-        let specs: Vec<(i32, i64)> =
-            (0..40).map(|i| (1 + i % 2, [30, 10, 20][i as usize % 3] + i64::from(i))).collect();
-        append(&log, &mut all, &specs, 40).await;
+        append_each(&log, &mut all, 0..40, |i| (1 + i % 2, [30, 10, 20][i as usize % 3] + i64::from(i)), 40)
+            .await;
         let end = log.next_offset();
         let mut lookups = Vec::new();
         for target in 0..80 {
@@ -664,6 +664,19 @@ fn crash_after_aligned_write_recovers_everything_written() {
 }
 
 /// Appends `batches` (each `(records, payload bytes)`) in one durable write each.
+/// Appends a batch for each `i` in `range`, of `spec(i)` = (records, timestamp), as `append`
+/// does.
+async fn append_each(
+    log: &PartitionLog,
+    all: &mut Vec<Bytes>,
+    range: std::ops::Range<i32>,
+    spec: impl Fn(i32) -> (i32, i64),
+    payload_len: usize,
+) {
+    let specs: Vec<(i32, i64)> = range.map(spec).collect();
+    append(log, all, &specs, payload_len).await;
+}
+
 async fn append_durable(log: &PartitionLog, all: &mut Vec<Bytes>, batches: &[(i32, usize)]) {
     for &(records, payload_len) in batches {
         let b = make(log.next_offset(), records, 1, payload_len);
@@ -928,8 +941,7 @@ fn retention_deletes_old_sealed_segments_and_moves_the_log_start() {
         let (log, _) = open(dir.path(), &cfg).await;
         let mut all = Vec::new();
         // Timestamps 100..: old enough for any retention below.
-        let specs: Vec<(i32, i64)> = (0..30).map(|i| (2, 100 + i64::from(i))).collect();
-        append(&log, &mut all, &specs, 40).await;
+        append_each(&log, &mut all, 0..30, |i| (2, 100 + i64::from(i)), 40).await;
         let segments = files(dir.path(), "log").len();
         assert!(segments >= 3, "several segments to work with");
 
@@ -1042,8 +1054,7 @@ fn reads_made_ahead_return_the_log_as_plain_reads_do() {
         let (log, _) = open(dir.path(), &config(64 << 10, 4096)).await;
         let mut all = Vec::new();
         for round in 0..8 {
-            let specs: Vec<(i32, i64)> = (0..6).map(|i| (1 + (i + round) % 3, 1000 + i64::from(i))).collect();
-            append(&log, &mut all, &specs, 2000).await;
+            append_each(&log, &mut all, 0..6, |i| (1 + (i + round) % 3, 1000 + i64::from(i)), 2000).await;
         }
         assert!(log.sealed_segments() >= 2, "the log rolled");
         let end = log.next_offset();
@@ -1134,8 +1145,7 @@ fn reads_made_ahead_stay_within_their_limit() {
         let dir = test_dir();
         let (log, _) = open(dir.path(), &config(1 << 30, 1024)).await;
         let mut all = Vec::new();
-        let specs: Vec<(i32, i64)> = (0..40).map(|i| (1, i64::from(i))).collect();
-        append(&log, &mut all, &specs, 1000).await;
+        append_each(&log, &mut all, 0..40, |i| (1, i64::from(i)), 1000).await;
         let end = log.next_offset();
         let max_bytes = 4096;
 
@@ -1202,8 +1212,7 @@ impl Consumer {
         for p in 0..count {
             let (log, _) = open(&dir.join(format!("p{p}")), &config(1 << 30, 1024)).await;
             let mut batches = Vec::new();
-            let specs: Vec<(i32, i64)> = (0..30).map(|i| (1 + i % 2, i64::from(i))).collect();
-            append(&log, &mut batches, &specs, 900).await;
+            append_each(&log, &mut batches, 0..30, |i| (1 + i % 2, i64::from(i)), 900).await;
             logs.push(log);
             all.push(batches);
         }
