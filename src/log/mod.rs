@@ -179,11 +179,14 @@ impl PartitionLog {
         }
         if created {
             // The new segment's name and the partition directory's own name must be durable
-            // before anything written to the segment is acknowledged as synced.
-            sync_dir(&dir)?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
+            // before anything written to the segment is acknowledged as synced. Off the
+            // shard's thread: a topic of a thousand partitions makes two thousand of these.
+            let dir = dir.clone();
+            off_reactor(move || {
+                sync_dir(&dir)?;
+                dir.parent().map_or(Ok(()), sync_dir)
+            })
+            .await?;
         }
         let log = PartitionLog {
             dir,
