@@ -29,7 +29,7 @@ const METADATA_BYTES_MAX: usize = 4096;
 
 /// The offsets partition a group belongs to: a stable hash of its id.
 pub fn offsets_partition(group_id: &str, partitions: usize) -> usize {
-    crc32c::crc32c(group_id.as_bytes()) as usize % partitions.max(1)
+    crate::protocol::batch::crc32c(group_id.as_bytes()) as usize % partitions.max(1)
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -983,7 +983,7 @@ fn idempotent(base: i64, records: i32, producer_id: i64, epoch: i16, sequence: i
     b[43..51].copy_from_slice(&producer_id.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&b[batch::CRC_START..]);
+    let crc = crate::protocol::batch::crc32c(&b[batch::CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(b)
 }

@@ -53,7 +53,7 @@ pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], timestamp_ms: i64
     b.put_i32(-1);
     b.put_i32(count);
     b.put_slice(&body);
-    let crc = crc32c::crc32c(&b[CRC_START..]);
+    let crc = crate::protocol::batch::crc32c(&b[CRC_START..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
 }
