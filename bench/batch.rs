@@ -23,14 +23,14 @@ const CRC_START: usize = 21;
 const ATTRIBUTES_AT: usize = 21;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const RECORDS_COUNT_AT: usize = 57;
+const MAGIC_V2: u8 = 2;
+const CODEC_MASK: i16 = 0x07;
 
 /// CRC-32C (Castagnoli), the checksum a batch carries over its bytes from `CRC_START` on: the
 /// same function as the broker's `protocol::batch::crc32c` (this binary shares no module with it).
 pub fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
-const MAGIC_V2: u8 = 2;
-const CODEC_MASK: i16 = 0x07;
 
 /// Most bytes a record with a null key, no headers and a `value_bytes`-long value takes in a
 /// batch (every varint at its longest).
