@@ -663,7 +663,6 @@ fn crash_after_aligned_write_recovers_everything_written() {
     });
 }
 
-/// Appends `batches` (each `(records, payload bytes)`) in one durable write each.
 /// Appends a batch for each `i` in `range`, of `spec(i)` = (records, timestamp), as `append`
 /// does.
 async fn append_each(
@@ -677,6 +676,7 @@ async fn append_each(
     append(log, all, &specs, payload_len).await;
 }
 
+/// Appends `batches` (each `(records, payload bytes)`) in one durable write each.
 async fn append_durable(log: &PartitionLog, all: &mut Vec<Bytes>, batches: &[(i32, usize)]) {
     for &(records, payload_len) in batches {
         let b = make(log.next_offset(), records, 1, payload_len);
@@ -983,8 +983,7 @@ fn idempotent(base: i64, records: i32, producer_id: i64, epoch: i16, sequence: i
     b[43..51].copy_from_slice(&producer_id.to_be_bytes());
     b[51..53].copy_from_slice(&epoch.to_be_bytes());
     b[53..57].copy_from_slice(&sequence.to_be_bytes());
-    let crc = crate::protocol::batch::crc32c(&b[batch::CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::seal_crc(&mut b);
     Bytes::from(b)
 }
 

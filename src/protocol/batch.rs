@@ -35,6 +35,8 @@ pub const HEADER_BYTES: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 /// Where `magic` sits; it is at the same place in the v0/v1 message formats.
 pub const MAGIC_OFFSET: usize = 16;
+/// Where the CRC is stored, just before the bytes it covers.
+const CRC_AT: usize = 17;
 /// The CRC covers the batch from here to its end.
 pub const CRC_START: usize = 21;
 pub const CURRENT_MAGIC: i8 = 2;
@@ -47,6 +49,13 @@ const _: () = assert!(std::mem::size_of::<BatchHeader>() == HEADER_BYTES);
 /// 1.1 KB and 4 times on 16-300 KB, the same values.
 pub fn crc32c(bytes: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+}
+
+/// Computes a whole batch's CRC and stores it in its header (after any change to the bytes it
+/// covers).
+pub fn seal_crc(batch: &mut [u8]) {
+    let crc = crc32c(&batch[CRC_START..]);
+    batch[CRC_AT..CRC_START].copy_from_slice(&crc.to_be_bytes());
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,8 +211,7 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     let attributes = i16::from_be_bytes([batch[21], batch[22]]) | ATTR_LOG_APPEND_TIME;
     batch[21..23].copy_from_slice(&attributes.to_be_bytes());
     batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    seal_crc(batch);
 }
 
 /// Iterates over whole batches laid out back to back, stopping at the first incomplete one.
@@ -271,8 +279,7 @@ pub mod tests {
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.extend_from_slice(&records.to_be_bytes());
         b.extend_from_slice(&body);
-        let crc = crc32c(&b[CRC_START..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        seal_crc(&mut b);
         b
     }
 

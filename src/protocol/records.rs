@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::batch::{self, BatchHeader, CRC_START, HEADER_BYTES, LOG_OVERHEAD};
+use super::batch::{self, BatchHeader, HEADER_BYTES, LOG_OVERHEAD};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -53,8 +53,7 @@ pub fn build_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], timestamp_ms: i64
     b.put_i32(-1);
     b.put_i32(count);
     b.put_slice(&body);
-    let crc = crate::protocol::batch::crc32c(&b[CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch::seal_crc(&mut b);
     b.freeze()
 }
 
