@@ -182,14 +182,19 @@ async fn store(
     if validate_only {
         return Ok(());
     }
-    {
+    let before = {
         let mut meta = router.metadata.borrow_mut();
         let t = meta
             .topics
             .get_mut(topic)
             .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("unknown topic {topic}")))?;
-        t.configs = new_configs;
-        meta.save().map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
+        std::mem::replace(&mut t.configs, new_configs)
+    };
+    if let Err(e) = router.save_metadata().await {
+        if let Some(t) = router.metadata.borrow_mut().topics.get_mut(topic) {
+            t.configs = before;
+        }
+        return Err((ResponseError::UnknownServerError, e));
     }
     router.push_config(topic).await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))
 }

@@ -198,9 +198,9 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(req) => later(Box::pin(async move {
             encode(ResponseKind::OffsetDelete(groups::delete_offsets(&router, req).await))
         })),
-        RequestKind::InitProducerId(req) => {
-            Ok(Dispatched::Now(encode(ResponseKind::InitProducerId(producer_id::handle(&router, req)))))
-        }
+        RequestKind::InitProducerId(req) => later(Box::pin(async move {
+            encode(ResponseKind::InitProducerId(producer_id::handle(&router, req).await))
+        })),
         RequestKind::DescribeConfigs(req) => Ok(Dispatched::Now(encode(ResponseKind::DescribeConfigs(
             configs::describe(&router, version, req),
         )))),

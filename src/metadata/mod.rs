@@ -44,7 +44,10 @@ pub struct Metadata {
     path: PathBuf,
     pub cluster_id: String,
     pub topics: BTreeMap<String, Topic>,
+    /// Producer ids below this are reserved: what the next save writes.
     producer_ids_reserved: i64,
+    /// Producer ids below this are reserved on disk: only these are handed out.
+    producer_ids_durable: i64,
     next_producer_id: i64,
     /// Shard of each `__consumer_offsets` partition; a group's partition is a hash of its id.
     pub offsets_partitions: Vec<usize>,
@@ -56,6 +59,24 @@ pub enum MetadataError {
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{path} is damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+}
+
+/// The metadata file's contents at one moment, to be written off the thread that owns it.
+pub struct Snapshot {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    producer_ids_reserved: i64,
+}
+
+impl Snapshot {
+    /// Write-new + fsync + rename + fsync the directory: blocking, so the router runs it on its
+    /// executor's blocking thread.
+    pub fn write(&self) -> Result<(), MetadataError> {
+        crate::log::write_synced(&self.path, &self.bytes).map_err(|e| match e {
+            crate::log::LogError::Io { op, path, source } => MetadataError::Io { op, path, source },
+            other => MetadataError::Corrupt { path: self.path.clone(), reason: other.to_string() },
+        })
+    }
 }
 
 impl Metadata {
@@ -79,6 +100,7 @@ impl Metadata {
             cluster_id: file.cluster_id,
             topics: file.topics,
             producer_ids_reserved: file.producer_ids_reserved,
+            producer_ids_durable: file.producer_ids_reserved,
             next_producer_id: file.producer_ids_reserved,
             offsets_partitions: file.offsets_partitions,
         };
@@ -103,7 +125,9 @@ impl Metadata {
         Ok(meta)
     }
 
-    pub fn save(&self) -> Result<(), MetadataError> {
+    /// The metadata as it is now, encoded for the file. Writing it is `Snapshot::write`, and
+    /// `saved` records that it is on disk.
+    pub fn snapshot(&self) -> Result<Snapshot, MetadataError> {
         let file = MetadataFile {
             cluster_id: self.cluster_id.clone(),
             topics: self.topics.clone(),
@@ -112,10 +136,21 @@ impl Metadata {
         };
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| MetadataError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
-        crate::log::write_synced(&self.path, &bytes).map_err(|e| match e {
-            crate::log::LogError::Io { op, path, source } => MetadataError::Io { op, path, source },
-            other => MetadataError::Corrupt { path: self.path.clone(), reason: other.to_string() },
-        })
+        Ok(Snapshot { path: self.path.clone(), bytes, producer_ids_reserved: self.producer_ids_reserved })
+    }
+
+    /// Records that `snapshot` is on disk: the producer ids it reserves may be handed out.
+    pub fn saved(&mut self, snapshot: &Snapshot) {
+        self.producer_ids_durable = self.producer_ids_durable.max(snapshot.producer_ids_reserved);
+    }
+
+    /// Saves on the calling thread: for start-up, before the broker listens. Once it serves,
+    /// the router saves off its thread (`Router::save_metadata`).
+    pub fn save(&mut self) -> Result<(), MetadataError> {
+        let snapshot = self.snapshot()?;
+        snapshot.write()?;
+        self.saved(&snapshot);
+        Ok(())
     }
 
     /// Partitions per shard, the input of `place`.
@@ -144,19 +179,21 @@ impl Metadata {
         Ok(())
     }
 
-    /// A producer id never handed out before.
-    pub fn new_producer_id(&mut self) -> Result<i64, MetadataError> {
-        if self.next_producer_id >= self.producer_ids_reserved {
-            let before = self.producer_ids_reserved;
-            self.producer_ids_reserved = self.next_producer_id + PRODUCER_ID_BLOCK;
-            if let Err(e) = self.save() {
-                // Not durable: hand nothing out of the new block.
-                self.producer_ids_reserved = before;
-                return Err(e);
-            }
+    /// A producer id never handed out before, if one is left in the block reserved on disk.
+    /// When none is, `reserve_producer_ids` and a save make the next block available.
+    pub fn take_producer_id(&mut self) -> Option<i64> {
+        if self.next_producer_id >= self.producer_ids_durable {
+            return None;
         }
         self.next_producer_id += 1;
-        Ok(self.next_producer_id - 1)
+        Some(self.next_producer_id - 1)
+    }
+
+    /// Reserves the next block of producer ids: the next save writes it. The reservation only
+    /// grows, so what is on disk always covers every id handed out.
+    pub fn reserve_producer_ids(&mut self) {
+        self.producer_ids_reserved =
+            self.producer_ids_reserved.max(self.next_producer_id + PRODUCER_ID_BLOCK);
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<(&String, &Topic)> {
@@ -232,9 +269,17 @@ mod tests {
         assert_eq!(again.topics["t"], topic);
         assert_eq!(again.cluster_id, meta.cluster_id);
         let mut fewer = Metadata::load(dir.path(), 2).unwrap();
-        let id = fewer.new_producer_id().unwrap();
-        let after_restart = Metadata::load(dir.path(), 2).unwrap().new_producer_id().unwrap();
-        assert!(after_restart > id, "producer ids are never reused");
+        assert_eq!(fewer.take_producer_id(), None, "no id before a block is reserved on disk");
+        fewer.reserve_producer_ids();
+        let unsaved = fewer.snapshot().unwrap();
+        assert_eq!(fewer.take_producer_id(), None, "nor before the save that reserves it");
+        unsaved.write().unwrap();
+        fewer.saved(&unsaved);
+        let id = fewer.take_producer_id().unwrap();
+        let mut restarted = Metadata::load(dir.path(), 2).unwrap();
+        restarted.reserve_producer_ids();
+        restarted.save().unwrap();
+        assert!(restarted.take_producer_id().unwrap() > id, "producer ids are never reused");
         assert_eq!(fewer.topics["t"].partition_shards, vec![0, 1]);
     }
 }

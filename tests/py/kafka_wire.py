@@ -114,3 +114,21 @@ def timed_fetch(bootstrap, topic, partition, offset, max_wait_ms):
         elapsed = time.monotonic() - start
     assert corr == 7
     return elapsed, parse_fetch_v4(body)
+
+
+# ------------------------------------------------------------- InitProducerId
+
+def init_producer_ids(bootstrap, count):
+    """Asks for `count` producer ids (InitProducerId v0, no transactional id) on one
+    connection, all requests sent before any response is read. Returns [(error_code, id)]
+    in request order."""
+    body = string(None) + struct.pack(">i", 60_000)
+    with connect(bootstrap, timeout=30.0) as sock:
+        sock.sendall(b"".join(request(22, 0, i, body) for i in range(count)))
+        out = []
+        for i in range(count):
+            corr, data = recv_response(sock)
+            assert corr == i, f"response {corr} where {i} was due"
+            _throttle, error_code, producer_id, _epoch = struct.unpack_from(">ihqh", data)
+            out.append((error_code, producer_id))
+        return out
