@@ -191,8 +191,12 @@ async fn store(
         std::mem::replace(&mut t.configs, new_configs)
     };
     if let Err(e) = router.save_metadata().await {
+        // Put back, in memory and on disk, where a save made meanwhile may have written it.
         if let Some(t) = router.metadata.borrow_mut().topics.get_mut(topic) {
             t.configs = before;
+        }
+        if let Err(again) = router.save_metadata().await {
+            eprintln!("pinion: the metadata on disk may keep a failed change to {topic}'s configs: {again}");
         }
         return Err((ResponseError::UnknownServerError, e));
     }
