@@ -188,16 +188,12 @@ async fn store(
             .topics
             .get_mut(topic)
             .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("unknown topic {topic}")))?;
-        std::mem::replace(&mut t.configs, new_configs)
+        let before = t.clone();
+        t.configs = new_configs;
+        before
     };
     if let Err(e) = router.save_metadata().await {
-        // Put back, in memory and on disk, where a save made meanwhile may have written it.
-        if let Some(t) = router.metadata.borrow_mut().topics.get_mut(topic) {
-            t.configs = before;
-        }
-        if let Err(again) = router.save_metadata().await {
-            eprintln!("pinion: the metadata on disk may keep a failed change to {topic}'s configs: {again}");
-        }
+        router.restore_topic(topic, Some(before)).await;
         return Err((ResponseError::UnknownServerError, e));
     }
     router.push_config(topic).await.map_err(|e| (ResponseError::UnknownServerError, e.to_string()))

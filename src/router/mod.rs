@@ -105,7 +105,7 @@ impl Router {
 
     /// Puts a topic's metadata back as it was before a change that failed (`None`: it did not
     /// exist), in memory and on disk, where a save made meanwhile may have written the change.
-    async fn restore_topic(&self, name: &str, before: Option<Topic>) {
+    pub async fn restore_topic(&self, name: &str, before: Option<Topic>) {
         {
             let mut meta = self.metadata.borrow_mut();
             match before {
